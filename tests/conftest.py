@@ -1,0 +1,43 @@
+"""Test setup. TRITON_INTERPRET must be set before any module defining Triton kernels is imported,
+so Triton kernels run on CPU tensors here (see ../shared/BUILD-NOTES.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, *, rtol: float = 0.0,
+                         atol: float = 0.0, what: str = "tensor") -> None:
+    """torch.testing.assert_close with mismatch statistics in the message."""
+    actual, expected = actual.detach().cpu(), expected.detach().cpu()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual.double() - expected.double()).abs()
+    tol = atol + rtol * expected.double().abs()
+    bad = diff > tol
+    if bad.any():
+        rel = diff / expected.double().abs().clamp_min(1e-12)
+        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())}/{bad.numel()} elements out of tolerance "
+            f"(atol={atol}, rtol={rtol}); max abs diff {diff.max().item():.3e}, "
+            f"max rel diff {rel.max().item():.3e}; first at {idx}: "
+            f"{actual[idx].item()} vs {expected[idx].item()}"
+        )
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {FIXTURES} (../shared/fixtures)")
+    return FIXTURES
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

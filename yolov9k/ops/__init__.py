@@ -1,0 +1,41 @@
+"""Dispatched operators of yolov9k (native kernels with PyTorch-reference fallbacks).
+
+``backends()`` tells which implementation each op uses on this machine; see ``_dispatch`` for the
+rules and ``YOLOV9K_BACKEND`` to force one.
+"""
+
+from __future__ import annotations
+
+from yolov9k.ops import boxes
+from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, use_backend
+from yolov9k.ops._extension import extension_cuda_version, extension_loaded
+from yolov9k.ops.box_ops import box_iou
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "backends",
+    "backend_info",
+    "box_iou",
+    "boxes",
+    "extension_loaded",
+    "extension_cuda_version",
+    "use_backend",
+]
+
+
+def backend_info() -> dict[str, object]:
+    """Everything a bug report needs about the kernels: extension, triton, and per-op backends."""
+    import torch
+
+    from yolov9k.ops._dispatch import triton_importable
+
+    return {
+        "torch": torch.__version__,
+        "extension": extension_loaded(),
+        "extension_cuda": extension_cuda_version(),
+        "triton": triton_importable(),
+        "cuda_available": torch.cuda.is_available(),
+        "ops_cpu": backends("cpu"),
+        **({"ops_cuda": backends("cuda")} if torch.cuda.is_available() else {}),
+    }
