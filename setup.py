@@ -48,8 +48,11 @@ def make_c_extension():
 
     with_cuda = bool(cuda_sources) and (
         _flag("YOLOV9K_FORCE_CUDA")
-        or (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
-            and torch.cuda.is_available())
+        or (
+            torch.version.cuda is not None
+            and cpp_extension.CUDA_HOME is not None
+            and torch.cuda.is_available()
+        )
     )
     cxx = ["-O3", "-fopenmp", "-DNDEBUG"]
     ldflags = ["-fopenmp"]

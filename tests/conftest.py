@@ -14,8 +14,14 @@ import torch  # noqa: E402
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
-def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, *, rtol: float = 0.0,
-                         atol: float = 0.0, what: str = "tensor") -> None:
+def assert_close_verbose(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    what: str = "tensor",
+) -> None:
     """torch.testing.assert_close with mismatch statistics in the message."""
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"

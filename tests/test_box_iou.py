@@ -94,5 +94,8 @@ def test_opcheck_registration():
     if not ops.extension_loaded():
         pytest.fail("yolov9k._C is not built")
     g = torch.Generator().manual_seed(2)
-    torch.library.opcheck(torch.ops.yolov9k.box_iou.default, (random_boxes(6, g), random_boxes(4, g)),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.yolov9k.box_iou.default,
+        (random_boxes(6, g), random_boxes(4, g)),
+        test_utils=("test_schema", "test_faketensor"),
+    )
