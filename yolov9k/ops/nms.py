@@ -1,0 +1,359 @@
+"""Batched NMS and YOLO post-processing: PyTorch references and the dispatched native ops.
+
+Reading order: shared conventions, the references (``batched_nms_reference``,
+``postprocess_reference``), the native wrappers, then the public functions ``batched_nms``,
+``postprocess`` and ``postprocess_fixed``.
+
+Conventions shared by every backend (the native kernels in ``csrc/*/nms_kernel.*`` follow them to
+the bit):
+
+* Boxes are xyxy, in the caller's units (pixels for model outputs). IoU is computed like
+  ``yolov9k.ops.boxes.box_iou`` in float32: ``inter / (area1 + area2 - inter)``, 0 where the union
+  is not positive (so boxes with NaN/inf coordinates or zero area never suppress anything). fp16,
+  bf16 and float64 inputs are converted to float32 first.
+* A box is suppressed when its IoU with a kept, better-ranked box of the same class is
+  ``> iou_thres``, the comparison done in float64 as torchvision's CPU kernel does.
+* Rank: score descending, ties broken by the lower index (for ``postprocess``: lower anchor, then
+  lower class). NaN scores are never kept.
+
+``postprocess`` equals the official YOLOv9 ``non_max_suppression`` (utils/general.py) without its
+time limit, with two documented choices:
+
+* An anchor with a NaN class score is dropped entirely (the official ``amax(1) > conf`` does that).
+* Different classes never suppress each other. The official code emulates this with a class offset
+  of 7680 px; we add the same offset before computing IoU (so the float32 rounding is identical)
+  but also require equal classes, which differs from it only for boxes wider than 7680 px.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from yolov9k.ops import _dispatch
+from yolov9k.ops.boxes import box_iou, xywh2xyxy
+
+__all__ = [
+    "MAX_WH",
+    "batched_nms",
+    "batched_nms_reference",
+    "postprocess",
+    "postprocess_fixed",
+    "postprocess_reference",
+]
+
+MAX_WH = 7680.0  # px; per-class coordinate offset of the official batched NMS
+
+
+# --------------------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------------------
+
+
+def batched_nms_reference(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: float, max_keep: int | None = None
+) -> Tensor:
+    """Greedy per-class NMS, written for clarity (the oracle of the native kernels).
+
+    Args:
+        boxes: Tensor[N, 4] xyxy, any floating dtype (computed in float32).
+        scores: Tensor[N] floating.
+        idxs: Tensor[N] integer class (or group) of each box; groups never suppress each other.
+        iou_thres: suppress when IoU > iou_thres.
+        max_keep: stop after this many kept boxes (``None``: no limit). Greedy NMS keeps boxes in
+            rank order, so this equals cutting the full result.
+    Returns:
+        Tensor[K] int64 indices into the inputs, best score first.
+    """
+    boxes, scores = boxes.float(), scores.float()
+    valid = torch.nonzero(~torch.isnan(scores)).flatten()
+    order = valid[torch.sort(scores[valid], descending=True, stable=True).indices]
+    keep: list[Tensor] = []
+    rest = order
+    while rest.numel() > 0 and (max_keep is None or len(keep) < max_keep):
+        best, rest = rest[0], rest[1:]
+        keep.append(best)
+        iou = box_iou(boxes[best].unsqueeze(0), boxes[rest])[0]
+        suppressed = (iou.double() > iou_thres) & (idxs[rest] == idxs[best])
+        rest = rest[~suppressed]
+    if not keep:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    return torch.stack(keep).to(torch.int64)
+
+
+def _image_candidates(
+    x: Tensor, conf_thres: float, multi_label: bool, class_mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidates of one image, in the official order (anchor, then class).
+
+    Args:
+        x: Tensor[A, 4 + nc] float32, xywh boxes then class scores.
+    Returns:
+        (boxes Tensor[n, 4] xyxy, scores Tensor[n], classes Tensor[n] int64).
+    """
+    cls = x[:, 4:]
+    keep_anchor = (cls.amax(1) > conf_thres) & ~torch.isnan(cls).any(1)
+    x, cls = x[keep_anchor], cls[keep_anchor]
+    box = xywh2xyxy(x[:, :4])
+    if multi_label:
+        i, j = (cls > conf_thres).nonzero(as_tuple=True)
+        box, conf = box[i], cls[i, j]
+    else:
+        conf, j = cls.max(1)
+        ok = conf > conf_thres
+        box, conf, j = box[ok], conf[ok], j[ok]
+    if class_mask is not None:
+        ok = class_mask[j]
+        box, conf, j = box[ok], conf[ok], j[ok]
+    return box, conf, j
+
+
+def _class_mask(classes: Sequence[int] | Tensor | None, nc: int, device: torch.device) -> Tensor | None:
+    """Bool Tensor[nc], True for the classes to keep (ids outside [0, nc) match nothing)."""
+    if classes is None:
+        return None
+    ids = torch.as_tensor(classes, dtype=torch.int64).flatten().cpu()
+    mask = torch.zeros(nc, dtype=torch.bool)
+    mask[ids[(ids >= 0) & (ids < nc)]] = True
+    return mask.to(device)
+
+
+def postprocess_reference(
+    pred: Tensor | Sequence[Tensor],
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 30000,
+    multi_label: bool = False,
+    agnostic: bool = False,
+    classes: Sequence[int] | Tensor | None = None,
+) -> list[Tensor]:
+    """Official ``non_max_suppression`` steps in plain PyTorch (see ``postprocess`` for the args)."""
+    pred = _check_pred(pred, conf_thres, iou_thres, max_det, max_nms)
+    nc = pred.shape[1] - 4
+    multi_label = multi_label and nc > 1
+    mask = _class_mask(classes, nc, pred.device)
+    out = []
+    for x in pred.float().transpose(1, 2):  # (A, 4 + nc) per image
+        box, conf, cls = _image_candidates(x, conf_thres, multi_label, mask)
+        order = torch.sort(conf, descending=True, stable=True).indices[:max_nms]
+        box, conf, cls = box[order], conf[order], cls[order]
+        offset = cls[:, None].float() * (0.0 if agnostic else MAX_WH)
+        groups = torch.zeros_like(cls) if agnostic else cls
+        keep = batched_nms_reference(box + offset, conf, groups, iou_thres, max_keep=max_det)
+        out.append(torch.cat([box[keep], conf[keep, None], cls[keep, None].float()], 1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks (shared by every backend)
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_pred(
+    pred: Tensor | Sequence[Tensor], conf_thres: float, iou_thres: float, max_det: int, max_nms: int
+) -> Tensor:
+    if isinstance(pred, (list, tuple)):
+        if not pred:
+            raise ValueError("postprocess: pred is an empty list/tuple")
+        pred = pred[0]
+    if not isinstance(pred, Tensor):
+        raise TypeError(f"postprocess: pred must be a Tensor (B, 4 + nc, A), got {type(pred).__name__}")
+    if pred.dim() != 3 or pred.shape[1] < 5:
+        raise ValueError(
+            f"postprocess: pred must have shape (B, 4 + nc, A) with nc >= 1, got {tuple(pred.shape)}"
+        )
+    if not pred.is_floating_point():
+        raise TypeError(f"postprocess: pred must be floating point, got {pred.dtype}")
+    if not 0.0 <= conf_thres <= 1.0:
+        raise ValueError(f"postprocess: conf_thres must be in [0, 1], got {conf_thres}")
+    if not 0.0 <= iou_thres <= 1.0:
+        raise ValueError(f"postprocess: iou_thres must be in [0, 1], got {iou_thres}")
+    if int(max_det) < 1 or int(max_nms) < 1:
+        raise ValueError(f"postprocess: max_det and max_nms must be >= 1, got {max_det}, {max_nms}")
+    return pred
+
+
+def _check_nms_inputs(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: float) -> None:
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"batched_nms: boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    if scores.dim() != 1 or idxs.dim() != 1 or not scores.shape[0] == idxs.shape[0] == boxes.shape[0]:
+        raise ValueError(
+            f"batched_nms: scores and idxs must have shape (N,) with N = {boxes.shape[0]}, "
+            f"got {tuple(scores.shape)} and {tuple(idxs.shape)}"
+        )
+    if not boxes.is_floating_point() or not scores.is_floating_point():
+        raise TypeError(
+            f"batched_nms: boxes and scores must be floating point, got {boxes.dtype}, {scores.dtype}"
+        )
+    if idxs.is_floating_point() or idxs.is_complex() or idxs.dtype == torch.bool:
+        raise TypeError(f"batched_nms: idxs must be an integer tensor, got {idxs.dtype}")
+    if not boxes.device == scores.device == idxs.device:
+        raise ValueError(
+            f"batched_nms: tensors on different devices ({boxes.device}, {scores.device}, {idxs.device})"
+        )
+    if iou_thres != iou_thres:
+        raise ValueError("batched_nms: iou_thres is NaN")
+
+
+# --------------------------------------------------------------------------------------------------
+# Native wrappers and dispatch
+# --------------------------------------------------------------------------------------------------
+
+
+def _native_batched_nms(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: float, max_keep: int
+) -> Tensor:
+    return torch.ops.yolov9k.batched_nms(boxes, scores, idxs, float(iou_thres), int(max_keep))
+
+
+def _reference_batched_nms(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: float, max_keep: int
+) -> Tensor:
+    return batched_nms_reference(boxes, scores, idxs, iou_thres, None if max_keep < 0 else max_keep)
+
+
+def _native_postprocess(
+    pred: Tensor,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
+    max_nms: int,
+    multi_label: bool,
+    agnostic: bool,
+    class_mask: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    return torch.ops.yolov9k.postprocess(
+        pred,
+        float(conf_thres),
+        float(iou_thres),
+        int(max_det),
+        int(max_nms),
+        multi_label,
+        agnostic,
+        class_mask,
+    )
+
+
+def _reference_postprocess(
+    pred: Tensor,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
+    max_nms: int,
+    multi_label: bool,
+    agnostic: bool,
+    class_mask: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    classes = None if class_mask is None else torch.nonzero(class_mask).flatten()
+    dets = postprocess_reference(
+        pred, conf_thres, iou_thres, max_det, max_nms, multi_label, agnostic, classes
+    )
+    return _pad(dets, max_det, pred.device)
+
+
+def _pad(dets: list[Tensor], max_det: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """List of (n_b, 6) -> (Tensor[B, max_det, 6] zero-padded, counts Tensor[B] int64)."""
+    out = torch.zeros(len(dets), max_det, 6, dtype=torch.float32, device=device)
+    for b, d in enumerate(dets):
+        out[b, : len(d)] = d
+    return out, torch.tensor([len(d) for d in dets], dtype=torch.int64, device=device)
+
+
+for _backend in ("cpp", "cuda"):
+    _dispatch.register("postprocess", _backend, _native_postprocess, native_op="postprocess")
+_dispatch.register("postprocess", "torch", _reference_postprocess)
+_dispatch.register("batched_nms", "cpp", _native_batched_nms, native_op="batched_nms")
+_dispatch.register("batched_nms", "torch", _reference_batched_nms)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def batched_nms(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: float, max_keep: int | None = None
+) -> Tensor:
+    """Greedy NMS per class (torchvision ``batched_nms`` semantics).
+
+    Args:
+        boxes: Tensor[N, 4] xyxy (float32/float16/bfloat16/float64; IoU computed in float32).
+        scores: Tensor[N] floating; NaN scores are never kept.
+        idxs: Tensor[N] integer class of each box; boxes of different classes never suppress each
+            other.
+        iou_thres: suppress a box when its IoU with a better kept box is ``> iou_thres``.
+        max_keep: optional cap on the number of kept boxes (the best ``max_keep`` of the full result).
+    Returns:
+        Tensor[K] int64 indices of the kept boxes, score descending, ties by lower index.
+    """
+    _check_nms_inputs(boxes, scores, idxs, iou_thres)
+    if max_keep is not None and max_keep < 0:
+        raise ValueError(f"batched_nms: max_keep must be >= 0, got {max_keep}")
+    _, fn = _dispatch.select("batched_nms", boxes.device)
+    return fn(boxes, scores, idxs, float(iou_thres), -1 if max_keep is None else int(max_keep))
+
+
+def postprocess_fixed(
+    pred: Tensor | Sequence[Tensor],
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 30000,
+    multi_label: bool = False,
+    agnostic: bool = False,
+    classes: Sequence[int] | Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``postprocess`` with fixed-size outputs (no host sync on CUDA, CUDA-graph capturable).
+
+    Returns:
+        (dets Tensor[B, max_det, 6] float32 [x1, y1, x2, y2, conf, cls], rows past the count are 0;
+        counts Tensor[B] int64, the number of detections of each image).
+    """
+    pred = _check_pred(pred, conf_thres, iou_thres, max_det, max_nms)
+    mask = _class_mask(classes, pred.shape[1] - 4, pred.device)
+    _, fn = _dispatch.select("postprocess", pred.device)
+    return fn(
+        pred, conf_thres, iou_thres, int(max_det), int(max_nms), bool(multi_label), bool(agnostic), mask
+    )
+
+
+def postprocess(
+    pred: Tensor | Sequence[Tensor],
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 30000,
+    multi_label: bool = False,
+    agnostic: bool = False,
+    classes: Sequence[int] | Tensor | None = None,
+) -> list[Tensor]:
+    """Detections of a YOLO eval output: the official ``non_max_suppression``, without time limit.
+
+    Steps: anchors whose best class score is ``> conf_thres``; xywh -> xyxy; with ``multi_label``
+    every (box, class) pair with score ``> conf_thres``, else the best class; the ``classes``
+    filter; the ``max_nms`` best by score; class-aware NMS (class-agnostic with ``agnostic``);
+    the first ``max_det`` kept.
+
+    Args:
+        pred: Tensor[B, 4 + nc, A] = the model's eval output (xywh pixels, then sigmoid scores),
+            any floating dtype (computed in float32). A list/tuple is replaced by its element 0, as
+            the official code does. PGI pitfall: the official *dual* model returns
+            ``[y_aux, y_main]`` in eval; pass ``y_main`` explicitly (element 0 would be the
+            auxiliary branch). Our models return the main-branch tensor directly.
+        conf_thres: score threshold in [0, 1] (compared in float32, strictly greater).
+        iou_thres: NMS IoU threshold in [0, 1].
+        max_det: detections kept per image.
+        max_nms: candidates entering NMS per image (the best by score).
+        multi_label: one detection per (box, class) pair above ``conf_thres`` (validation).
+        agnostic: NMS across classes.
+        classes: keep only these class ids.
+    Returns:
+        list of B Tensors (n, 6) float32 [x1, y1, x2, y2, conf, cls], score descending.
+    """
+    dets, counts = postprocess_fixed(
+        pred, conf_thres, iou_thres, max_det, max_nms, multi_label, agnostic, classes
+    )
+    return [d[:n] for d, n in zip(dets, counts.tolist())]
