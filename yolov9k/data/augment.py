@@ -1,0 +1,207 @@
+"""Training augmentations of the YOLOv9 recipe, on BGR uint8 images and pixel-xyxy labels.
+
+Labels in this module are float32 (n, 5) ``[cls, x1, y1, x2, y2]`` in pixels of the image they go with,
+except the flips, which work on normalized ``[cls, cx, cy, w, h]``. Every random draw comes from the
+``numpy.random.Generator`` passed in, so a sample is reproducible from its seed.
+
+Order in the data set (as the official loader): mosaic (4 images on a 2s x 2s canvas) -> random
+perspective cropping back to s x s -> mixup with a second mosaic -> HSV -> up-down / left-right flips.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "mosaic4",
+    "random_perspective",
+    "box_candidates",
+    "mixup",
+    "augment_hsv",
+    "fliplr",
+    "flipud",
+]
+
+PAD_VALUE = 114
+
+
+def mosaic4(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], s: int, center: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tile four images around ``center`` on a (2s, 2s) canvas filled with 114.
+
+    Args:
+        images: four (h_i, w_i, 3) uint8 images (already resized so that max side = s).
+        labels: four (n_i, 5) ``[cls, cx, cy, w, h]`` normalized to their image.
+        s: target image size in pixels.
+        center: (xc, yc) mosaic centre in canvas pixels; tiles go top-left, top-right, bottom-left,
+            bottom-right of it and are cropped at the canvas edge.
+    Returns:
+        (canvas (2s, 2s, 3) uint8, labels (n, 5) ``[cls, x1, y1, x2, y2]`` canvas pixels clipped to [0, 2s]).
+    """
+    xc, yc = center
+    canvas = np.full((2 * s, 2 * s, images[0].shape[2]), PAD_VALUE, dtype=np.uint8)
+    out = []
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        h, w = img.shape[:2]
+        if i == 0:  # top left: the tile's bottom-right corner sits at the centre
+            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+            x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
+        elif i == 1:  # top right
+            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
+            x1b, y1b = 0, h - (y2a - y1a)
+        elif i == 2:  # bottom left
+            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
+            x1b, y1b = w - (x2a - x1a), 0
+        else:  # bottom right
+            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
+            x1b, y1b = 0, 0
+        canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
+        padw, padh = x1a - x1b, y1a - y1b  # canvas offset of the tile's (0, 0)
+        lab = np.asarray(lab, dtype=np.float32).reshape(-1, 5)
+        px = np.empty_like(lab)
+        px[:, 0] = lab[:, 0]
+        px[:, 1] = (lab[:, 1] - lab[:, 3] / 2) * w + padw
+        px[:, 2] = (lab[:, 2] - lab[:, 4] / 2) * h + padh
+        px[:, 3] = (lab[:, 1] + lab[:, 3] / 2) * w + padw
+        px[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h + padh
+        out.append(px)
+    merged = np.concatenate(out, 0)
+    np.clip(merged[:, 1:], 0, 2 * s, out=merged[:, 1:])
+    return canvas, merged
+
+
+def box_candidates(
+    box1: np.ndarray,
+    box2: np.ndarray,
+    wh_thr: float = 2,
+    ar_thr: float = 100,
+    area_thr: float = 0.1,
+    eps: float = 1e-16,
+) -> np.ndarray:
+    """Which transformed boxes to keep.
+
+    Args:
+        box1: (4, n) xyxy pixels before the transform, already multiplied by the scale gain.
+        box2: (4, n) xyxy pixels after the transform (and clipping).
+    Returns:
+        (n,) bool: width and height > ``wh_thr`` pixels, area kept > ``area_thr`` of the scaled
+        original, aspect ratio < ``ar_thr``.
+    """
+    w1, h1 = box1[2] - box1[0], box1[3] - box1[1]
+    w2, h2 = box2[2] - box2[0], box2[3] - box2[1]
+    ar = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
+
+
+def random_perspective(
+    img: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    degrees: float = 10,
+    translate: float = 0.1,
+    scale: float = 0.1,
+    shear: float = 10,
+    perspective: float = 0.0,
+    border: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random rotation, scale, shear, translation and perspective about the image centre.
+
+    Args:
+        img: (H, W, 3) uint8.
+        labels: (n, 5) ``[cls, x1, y1, x2, y2]`` pixels of ``img``.
+        degrees, translate, scale, shear, perspective: ranges as in the hyp (degrees, fractions).
+        border: (top/bottom, left/right) pixels added to each side of the output; a mosaic uses
+            (-s/2, -s/2) to crop the 2s canvas to s.
+    Returns:
+        (image (H + 2*border[0], W + 2*border[1], 3) uint8, labels (m, 5) transformed, clipped to the
+        output and filtered by ``box_candidates``).
+    """
+    height = img.shape[0] + border[0] * 2
+    width = img.shape[1] + border[1] * 2
+
+    centre = np.eye(3)  # move the image centre to the origin
+    centre[0, 2] = -img.shape[1] / 2
+    centre[1, 2] = -img.shape[0] / 2
+    persp = np.eye(3)
+    persp[2, 0] = rng.uniform(-perspective, perspective)
+    persp[2, 1] = rng.uniform(-perspective, perspective)
+    rot = np.eye(3)
+    angle = rng.uniform(-degrees, degrees)
+    gain = rng.uniform(1 - scale, 1 + scale)
+    rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=gain)
+    shr = np.eye(3)
+    shr[0, 1] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    shr[1, 0] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    trans = np.eye(3)  # centre of the output +- translate
+    trans[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * width
+    trans[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * height
+    m = trans @ shr @ rot @ persp @ centre  # right to left
+
+    if border[0] != 0 or border[1] != 0 or (m != np.eye(3)).any():
+        fill = (PAD_VALUE,) * 3
+        if perspective:
+            img = cv2.warpPerspective(img, m, dsize=(width, height), borderValue=fill)
+        else:
+            img = cv2.warpAffine(img, m[:2], dsize=(width, height), borderValue=fill)
+
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
+    n = len(labels)
+    if n:
+        corners = np.ones((n * 4, 3))
+        corners[:, :2] = labels[:, [1, 2, 3, 4, 1, 4, 3, 2]].reshape(n * 4, 2)  # 4 corners per box
+        corners = corners @ m.T
+        xy = corners[:, :2] / corners[:, 2:3] if perspective else corners[:, :2]
+        xy = xy.reshape(n, 8)
+        x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
+        new = np.stack((x.min(1), y.min(1), x.max(1), y.max(1)), 1)
+        new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
+        new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
+        keep = box_candidates(box1=labels[:, 1:5].T * gain, box2=new.T, area_thr=0.10)
+        labels = labels[keep]
+        labels[:, 1:5] = new[keep]
+    return img, labels.astype(np.float32)
+
+
+def mixup(
+    img: np.ndarray, labels: np.ndarray, img2: np.ndarray, labels2: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend two same-size images with ratio ~ Beta(32, 32) and keep both label sets (Zhang et al. 2017)."""
+    r = rng.beta(32.0, 32.0)
+    out = (img * r + img2 * (1 - r)).astype(np.uint8)
+    return out, np.concatenate((labels, labels2), 0)
+
+
+def augment_hsv(
+    img: np.ndarray, rng: np.random.Generator, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5
+) -> np.ndarray:
+    """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a BGR uint8 image."""
+    if not (hgain or sgain or vgain):
+        return img
+    r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
+    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    x = np.arange(0, 256, dtype=r.dtype)
+    lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue range is [0, 180)
+    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
+    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=img)
+    return img
+
+
+def fliplr(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror left-right; labels (n, 5) normalized ``[cls, cx, cy, w, h]`` get ``cx -> 1 - cx``."""
+    labels = labels.copy()
+    labels[:, 1] = 1 - labels[:, 1]
+    return np.ascontiguousarray(img[:, ::-1]), labels
+
+
+def flipud(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror up-down; labels (n, 5) normalized ``[cls, cx, cy, w, h]`` get ``cy -> 1 - cy``."""
+    labels = labels.copy()
+    labels[:, 2] = 1 - labels[:, 2]
+    return np.ascontiguousarray(img[::-1]), labels

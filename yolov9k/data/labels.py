@@ -1,0 +1,433 @@
+"""Scanning image/label pairs into verified samples, with counted skips and a label cache.
+
+A YOLO label file holds one object per line: ``cls cx cy w h`` normalized to [0, 1] (centre xywh), or a
+polygon ``cls x1 y1 x2 y2 ...`` (three or more normalized points), turned into its bounding box. Bad
+files never stop a scan: corrupt images are skipped, bad rows dropped, and every case is counted in
+``ScanStats`` and logged. Files are only read; the cache goes beside the labels folder when that is
+writable, else into the user cache dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from yolov9k.data.images import ImageReadError, read_image
+
+__all__ = [
+    "Sample",
+    "ScanStats",
+    "img2label_paths",
+    "parse_label_text",
+    "scan_dataset",
+    "load_coco_json",
+    "default_cache_dir",
+    "CACHE_VERSION",
+]
+
+LOGGER = logging.getLogger("yolov9k.data")
+CACHE_VERSION = 1
+COORD_TOLERANCE = 0.01  # box corners up to 1% outside the image are clipped; further out, dropped
+_MAX_LOGGED = 20  # individual warnings per scan; the rest only counted
+
+
+@dataclass
+class Sample:
+    """One verified image and its labels.
+
+    Attributes:
+        im_file: image path (str).
+        shape: (h, w) pixels of the decoded image (EXIF orientation applied).
+        labels: float32 (n, 5) ``[cls, cx, cy, w, h]``, coordinates normalized to the image; n may be 0.
+    """
+
+    im_file: str
+    shape: tuple[int, int]
+    labels: np.ndarray
+
+
+@dataclass
+class ScanStats:
+    """What a scan found. ``corrupt`` and ``dropped`` count per reason."""
+
+    images: int = 0  # image files looked at
+    missing: int = 0  # images without a label file (kept as background)
+    empty: int = 0  # empty label files (kept as background)
+    corrupt: Counter = field(default_factory=Counter)  # images skipped, per reason
+    dropped: Counter = field(default_factory=Counter)  # label rows dropped, per reason
+    bad_label_files: int = 0  # unreadable label files (image kept as background)
+    crowd: int = 0  # COCO crowd annotations skipped
+    boxes: int = 0  # label rows kept
+
+    @property
+    def kept(self) -> int:
+        """Images that made it into the sample list."""
+        return self.images - sum(self.corrupt.values())
+
+    def merge(self, other: ScanStats) -> None:
+        """Add ``other``'s counts to this one."""
+        for name in ("images", "missing", "empty", "bad_label_files", "crowd", "boxes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.corrupt.update(other.corrupt)
+        self.dropped.update(other.dropped)
+
+    def summary(self) -> str:
+        """One line, e.g. ``found 240, missing 0, empty 3, corrupt 1 (truncated: 1), rows dropped 0``."""
+
+        def detail(c: Counter) -> str:
+            return f" ({', '.join(f'{k}: {v}' for k, v in sorted(c.items()))})" if c else ""
+
+        s = (
+            f"found {self.images}, missing {self.missing}, empty {self.empty}, "
+            f"corrupt {sum(self.corrupt.values())}{detail(self.corrupt)}, "
+            f"rows dropped {sum(self.dropped.values())}{detail(self.dropped)}"
+        )
+        if self.bad_label_files:
+            s += f", unreadable label files {self.bad_label_files}"
+        if self.crowd:
+            s += f", crowd skipped {self.crowd}"
+        return s
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("images", "missing", "empty", "bad_label_files", "crowd", "boxes")}
+        d["corrupt"], d["dropped"] = dict(self.corrupt), dict(self.dropped)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScanStats:
+        s = cls(**{k: int(d[k]) for k in ("images", "missing", "empty", "bad_label_files", "crowd", "boxes")})
+        s.corrupt, s.dropped = Counter(d["corrupt"]), Counter(d["dropped"])
+        return s
+
+
+def img2label_paths(im_files: Sequence[str | os.PathLike]) -> list[str]:
+    """Label file of each image: the last ``/images/`` becomes ``/labels/``, the suffix ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    out = []
+    for f in map(str, im_files):
+        head, sep, tail = f.rpartition(sa)
+        f = head + sb + tail if sep else f
+        out.append(str(Path(f).with_suffix(".txt")))
+    return out
+
+
+def default_cache_dir() -> Path:
+    """``$YOLOV9K_HOME/cache`` or ``~/.cache/yolov9k/cache``."""
+    home = os.environ.get("YOLOV9K_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "yolov9k") / "cache"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# label text
+
+
+def parse_label_text(text: str, nc: int) -> tuple[np.ndarray, Counter]:
+    """Parse YOLO label text, dropping bad rows.
+
+    Args:
+        text: label file content.
+        nc: number of classes; rows with class >= nc are dropped.
+    Returns:
+        (labels float32 (n, 5) ``[cls, cx, cy, w, h]`` normalized, Counter of dropped rows per reason).
+    """
+    dropped: Counter = Counter()
+    rows: list[list[float]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
+            dropped["columns"] += 1
+            continue
+        try:
+            vals = [float(p) for p in parts]
+        except ValueError:
+            dropped["not a number"] += 1
+            continue
+        if not all(math.isfinite(v) for v in vals):
+            dropped["nan/inf"] += 1
+            continue
+        c = vals[0]
+        if c != int(c):
+            dropped["class not integer"] += 1
+            continue
+        if c < 0:
+            dropped["class<0"] += 1
+            continue
+        if c >= nc:
+            dropped["class>=nc"] += 1
+            continue
+        if len(vals) == 5:
+            cx, cy, w, h = vals[1:]
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        else:  # polygon -> bounding box
+            xs, ys = vals[1::2], vals[2::2]
+            x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        lo, hi = -COORD_TOLERANCE, 1 + COORD_TOLERANCE
+        if not all(lo <= v <= hi for v in (x1, y1, x2, y2)):
+            dropped["out of range"] += 1
+            continue
+        x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            dropped["zero size"] += 1
+            continue
+        rows.append([c, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
+    if len(labels):
+        _, first = np.unique(labels, axis=0, return_index=True)
+        if len(first) < len(labels):
+            dropped["duplicate"] += len(labels) - len(first)
+            labels = labels[np.sort(first)]
+    return labels, dropped
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scanning
+
+
+def _verify_pair(im_file: str, lb_file: str, nc: int) -> tuple[Sample | None, ScanStats, list[str]]:
+    """Check one image and its label file; never raises."""
+    st, msgs = ScanStats(images=1), []
+    try:
+        h, w = read_image(im_file).shape[:2]
+    except ImageReadError as e:
+        st.corrupt[e.reason] += 1
+        return None, st, [f"skipping image: {e}"]
+    labels = np.zeros((0, 5), np.float32)
+    if not os.path.isfile(lb_file):
+        st.missing = 1
+    else:
+        try:
+            text = Path(lb_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            st.bad_label_files = 1
+            msgs.append(f"{lb_file}: unreadable label file, image kept as background ({e})")
+            text = None
+        if text is not None:
+            if not text.strip():
+                st.empty = 1
+            labels, st.dropped = parse_label_text(text, nc)
+            if st.dropped:
+                msgs.append(f"{lb_file}: dropped rows {dict(st.dropped)}")
+    st.boxes = len(labels)
+    return Sample(im_file, (int(h), int(w)), labels), st, msgs
+
+
+def _num_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _verify_all(pairs: Sequence[tuple[str, str]], nc: int, prefix: str) -> tuple[list[Sample], ScanStats]:
+    stats, samples, logged = ScanStats(), [], 0
+    with ThreadPoolExecutor(_num_threads()) as pool:  # cv2 decoding releases the GIL
+        for sample, st, msgs in pool.map(lambda p: _verify_pair(p[0], p[1], nc), pairs):
+            stats.merge(st)
+            if sample is not None:
+                samples.append(sample)
+            for m in msgs:
+                if logged < _MAX_LOGGED:
+                    LOGGER.warning("%s%s", prefix, m)
+                logged += 1
+    if logged > _MAX_LOGGED:
+        LOGGER.warning("%s... %d more warnings (counted in the summary)", prefix, logged - _MAX_LOGGED)
+    return samples, stats
+
+
+def _stat_key(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [path, st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [path, None, None]
+
+
+def _dataset_hash(im_files: Sequence[str], lb_files: Sequence[str], nc: int) -> str:
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, nc]).encode())
+    for im, lb in zip(im_files, lb_files):
+        h.update(json.dumps(_stat_key(im) + _stat_key(lb)).encode())
+    return h.hexdigest()
+
+
+def _dir_writable(path: Path) -> bool:
+    """Whether cache files may be created in ``path`` (patched in tests: root ignores permissions)."""
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
+def _cache_paths(lb_files: Sequence[str], cache_dir: str | Path | None) -> list[Path]:
+    """Candidate cache files, preferred first: beside the labels folder, then in the cache dir."""
+    labels_dir = Path(lb_files[0]).parent.resolve()
+    fallback_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    tag = hashlib.sha256(str(labels_dir).encode()).hexdigest()[:16]
+    fallback = fallback_dir / f"{labels_dir.name}-{tag}.cache.json"
+    beside = labels_dir.with_name(labels_dir.name + ".cache.json")
+    return [beside, fallback] if _dir_writable(labels_dir.parent) else [fallback]
+
+
+def _read_cache(path: Path, key: str) -> tuple[list[Sample], ScanStats] | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("version") != CACHE_VERSION or d.get("hash") != key:
+            return None
+        samples = [
+            Sample(f, (int(h), int(w)), np.array(lab, dtype=np.float32).reshape(-1, 5))
+            for f, h, w, lab in d["samples"]
+        ]
+        return samples, ScanStats.from_dict(d["stats"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(paths: list[Path], key: str, samples: list[Sample], stats: ScanStats) -> Path | None:
+    payload = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "hash": key,
+            "stats": stats.to_dict(),
+            "samples": [[s.im_file, s.shape[0], s.shape[1], s.labels.tolist()] for s in samples],
+        }
+    )
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(payload)
+                os.replace(tmp, path)  # atomic: readers never see half a cache
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            return path
+        except OSError as e:
+            LOGGER.info("cannot write label cache %s (%s)", path, e)
+    return None
+
+
+def scan_dataset(
+    image_files: Sequence[str | os.PathLike],
+    nc: int,
+    cache_dir: str | Path | None = None,
+    prefix: str = "",
+    use_cache: bool = True,
+) -> tuple[list[Sample], ScanStats]:
+    """Verify images and read their YOLO labels, using a cache keyed by file sizes and mtimes.
+
+    Args:
+        image_files: image paths; labels are found with ``img2label_paths``.
+        nc: number of classes.
+        cache_dir: fallback cache folder (default ``default_cache_dir()``), used when the folder
+            holding the labels folder is not writable.
+        prefix: text put before log messages (e.g. "train: ").
+        use_cache: read and write the cache.
+    Returns:
+        (samples in input order without the corrupt images, stats).
+    Raises:
+        ValueError: no usable image (message has the summary).
+    """
+    im_files = [str(f) for f in image_files]
+    if not im_files:
+        raise ValueError(f"{prefix}no image files given")
+    lb_files = img2label_paths(im_files)
+    key = _dataset_hash(im_files, lb_files, nc)
+    paths = _cache_paths(lb_files, cache_dir) if use_cache else []
+    cached = next((c for c in (_read_cache(p, key) for p in paths) if c is not None), None)
+    if cached is not None:
+        samples, stats = cached
+        LOGGER.info("%sloaded label cache: %s", prefix, stats.summary())
+    else:
+        samples, stats = _verify_all(list(zip(im_files, lb_files)), nc, prefix)
+        LOGGER.info("%sscanned: %s", prefix, stats.summary())
+        if paths:
+            _write_cache(paths, key, samples, stats)
+    if not samples:
+        raise ValueError(f"{prefix}no usable images: {stats.summary()}")
+    return samples, stats
+
+
+# ---------------------------------------------------------------------------------------------------------
+# COCO json
+
+
+def load_coco_json(
+    json_path: str | Path, images_dir: str | Path, nc: int | None = None, prefix: str = ""
+) -> tuple[list[Sample], ScanStats, list[int]]:
+    """Read a COCO instances json into samples.
+
+    Categories get contiguous indices in sorted-id order; ``category_ids[i]`` is the COCO id of class
+    ``i`` (to export predictions back). Boxes (``[x, y, w, h]`` pixels, top-left corner) become
+    normalized centre xywh using the image's ``width`` / ``height`` from the json. Crowd annotations
+    are skipped and counted; bad boxes go through the same row checks as YOLO labels.
+
+    Raises:
+        ValueError: unreadable json, missing keys, or no usable image.
+    """
+    json_path, images_dir = Path(json_path), Path(images_dir)
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        images, annotations = data["images"], data.get("annotations", [])
+        category_ids = sorted(int(c["id"]) for c in data.get("categories", []))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read COCO json {json_path}: {e}") from e
+    index = {cid: i for i, cid in enumerate(category_ids)}
+    nc = len(category_ids) if nc is None else nc
+    stats = ScanStats()
+    per_image: dict[int, list[str]] = {}
+    for a in annotations:
+        if a.get("iscrowd", 0):
+            stats.crowd += 1
+            continue
+        cls = index.get(a.get("category_id"), -1)
+        per_image.setdefault(a.get("image_id"), []).append(" ".join(map(str, [cls, *a.get("bbox", [])])))
+    pairs, meta = [], {}
+    for im in images:
+        f = str(images_dir / im["file_name"])
+        pairs.append(f)
+        meta[f] = (im.get("id"), float(im.get("width") or 0), float(im.get("height") or 0))
+    samples: list[Sample] = []
+
+    def verify(f: str) -> tuple[Sample | None, ScanStats]:
+        st = ScanStats(images=1)
+        try:
+            h, w = read_image(f).shape[:2]
+        except ImageReadError as e:
+            st.corrupt[e.reason] += 1
+            LOGGER.warning("%sskipping image: %s", prefix, e)
+            return None, st
+        im_id, jw, jh = meta[f]
+        jw, jh = jw or w, jh or h
+        rows = []
+        for r in per_image.get(im_id, []):
+            v = r.split()
+            if len(v) == 5:  # pixels top-left xywh -> normalized centre xywh (bad values stay bad)
+                try:
+                    x, y, bw, bh = (float(t) for t in v[1:])
+                    v[1:] = [str((x + bw / 2) / jw), str((y + bh / 2) / jh), str(bw / jw), str(bh / jh)]
+                except ValueError:
+                    pass
+            rows.append(" ".join(v))
+        if not rows:
+            st.missing = 1
+        labels, st.dropped = parse_label_text("\n".join(rows), nc)
+        st.boxes = len(labels)
+        return Sample(f, (int(h), int(w)), labels), st
+
+    with ThreadPoolExecutor(_num_threads()) as pool:
+        for sample, st in pool.map(verify, pairs):
+            stats.merge(st)
+            if sample is not None:
+                samples.append(sample)
+    LOGGER.info("%s%s: %s", prefix, json_path.name, stats.summary())
+    if not samples:
+        raise ValueError(f"{prefix}no usable images in {json_path}: {stats.summary()}")
+    return samples, stats, category_ids
