@@ -15,3 +15,35 @@ def _box_iou_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     torch._check(boxes1.dim() == 2 and boxes1.shape[1] == 4, lambda: "boxes1 must be (N, 4)")
     torch._check(boxes2.dim() == 2 and boxes2.shape[1] == 4, lambda: "boxes2 must be (M, 4)")
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+
+
+# --- NMS (csrc/nms.cpp) -------------------------------------------------------------------------
+
+
+@torch.library.register_fake("yolov9k::batched_nms")
+def _batched_nms_fake(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_keep: int = -1
+) -> Tensor:
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be (N, 4)")
+    torch._check(scores.dim() == 1 and idxs.dim() == 1, lambda: "scores and idxs must be (N,)")
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept,), dtype=torch.int64)
+
+
+@torch.library.register_fake("yolov9k::postprocess")
+def _postprocess_fake(
+    pred: Tensor,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
+    max_nms: int,
+    multi_label: bool,
+    agnostic: bool,
+    class_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    torch._check(pred.dim() == 3 and pred.shape[1] >= 5, lambda: "pred must be (B, 4 + nc, A)")
+    batch = pred.shape[0]
+    return (
+        pred.new_empty((batch, max_det, 6), dtype=torch.float32),
+        pred.new_empty((batch,), dtype=torch.int64),
+    )
