@@ -9,17 +9,23 @@ from __future__ import annotations
 from yolov9k.ops import boxes
 from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
+from yolov9k.ops.assign import assign
 from yolov9k.ops.box_ops import box_iou
+from yolov9k.ops.nms import batched_nms, postprocess, postprocess_fixed
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
+    "assign",
     "backends",
+    "batched_nms",
     "backend_info",
     "box_iou",
     "boxes",
     "extension_loaded",
     "extension_cuda_version",
+    "postprocess",
+    "postprocess_fixed",
     "use_backend",
 ]
 
