@@ -1,0 +1,237 @@
+"""``yolov9k.val``: COCO mAP of a model on a dataset split, a per-class table, and COCO-json predictions.
+
+The loop itself is :func:`yolov9k.engine.validate.validate` (the one the trainer runs every epoch).
+This module resolves the model and the data, builds the validation loader (rectangular batches, as
+the official ``val.py``), prints the results, and for ``save_json`` records the detections of the
+same forward passes, post-processed identically, mapped to original-image pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolov9k.api.runtime import LOGGER, resolve_model, run_dir, select_device
+from yolov9k.data.geometry import scale_boxes
+
+__all__ = ["val", "format_table"]
+
+
+class _RecordingLoader:
+    """Passes the batches of a loader through, remembering each batch's files and shapes."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+        self.batches: list[tuple[tuple[str, ...], tuple[Any, ...], tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator:
+        for batch in self.loader:
+            imgs, _, files, shapes = batch[:4]
+            self.batches.append((tuple(files), tuple(shapes), tuple(imgs.shape[2:])))
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+
+class _RecordingModel(nn.Module):
+    """The model, plus a copy of each batch's detections post-processed as validation does."""
+
+    def __init__(self, model: nn.Module, conf: float, iou: float, max_det: int) -> None:
+        super().__init__()
+        self.model = model
+        self.nc, self.names, self.stride = model.nc, model.names, model.stride
+        self.settings = (conf, iou, max_det)
+        self.dets: list[list[torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        from yolov9k.ops.nms import postprocess
+
+        out = self.model(x, **kwargs)
+        y = out[0] if isinstance(out, tuple) else out
+        conf, iou, max_det = self.settings
+        dets = postprocess(y.float(), conf, iou, max_det=max_det, multi_label=True)
+        self.dets.append([d.detach().cpu() for d in dets])
+        return out
+
+
+def _coco_ids(json_file: Path | None) -> tuple[dict[str, int], list[int] | None]:
+    """(image file name -> COCO image id, COCO category id per class index) from a COCO json."""
+    if json_file is None:
+        return {}, None
+    data = json.loads(Path(json_file).read_text(encoding="utf-8"))
+    ids = {Path(im["file_name"]).name: int(im["id"]) for im in data.get("images", [])}
+    cats = sorted(int(c["id"]) for c in data.get("categories", []))
+    return ids, cats or None
+
+
+def _image_id(file: str, coco_ids: Mapping[str, int]) -> int | str:
+    name = Path(file).name
+    if name in coco_ids:
+        return coco_ids[name]
+    stem = Path(file).stem
+    return int(stem) if stem.isnumeric() else stem
+
+
+def _predictions_json(
+    loader: _RecordingLoader, model: _RecordingModel, coco_json: Path | None, nc: int
+) -> list[dict[str, Any]]:
+    from yolov9k.metrics import to_coco_json
+
+    coco_ids, cats = _coco_ids(coco_json)
+    if cats is not None and len(cats) != nc:
+        LOGGER.warning("COCO json has %d categories for %d classes: category ids = class ids", len(cats), nc)
+        cats = None
+    preds, image_ids = [], []
+    for (files, shapes, hw), dets in zip(loader.batches, model.dets):
+        for file, shape, det in zip(files, shapes, dets):
+            det = det.clone()
+            if shape is not None:
+                hw0, ratio_pad = shape
+                scale_boxes(hw, det[:, :4], (int(hw0[0]), int(hw0[1])), ratio_pad)
+            preds.append(det)
+            image_ids.append(_image_id(file, coco_ids))
+    return to_coco_json(preds, image_ids, cats)
+
+
+def format_table(metrics: Mapping[str, Any], names: Mapping[int, str]) -> str:
+    """The per-class results table (class, images, instances, P, R, mAP50, mAP50-95)."""
+    head = f"{'Class':>22}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+    rows = [
+        head,
+        f"{'all':>22}{metrics['num_images']:>11}{metrics['num_targets']:>11}"
+        f"{metrics['precision']:>11.3g}{metrics['recall']:>11.3g}{metrics['map50']:>11.3g}{metrics['map50_95']:>11.3g}",
+    ]
+    for name in (names[i] for i in sorted(names)):
+        pc = metrics["per_class"].get(name)
+        if pc is None or pc["targets"] == 0:
+            continue
+        rows.append(
+            f"{name:>22}{'':>11}{pc['targets']:>11}{'':>11}{'':>11}{pc['ap50']:>11.3g}{pc['ap50_95']:>11.3g}"
+        )
+    return "\n".join(rows)
+
+
+def _samples(cfg: Any, split: str) -> list:
+    """Verified samples of a split: YOLO label files, or the COCO json the split is given as."""
+    from yolov9k.data import load_coco_json, scan_dataset
+
+    files = cfg.split(split)
+    if not files:
+        raise ValueError(f"dataset split {split!r} has no images")
+    entry = cfg.raw.get(split)
+    if isinstance(entry, str) and entry.lower().endswith(".json"):
+        images_dir = Path(files[0]).parent
+        samples, stats, _ = load_coco_json(cfg.coco_json[split], images_dir, cfg.nc, prefix=f"{split}: ")
+    else:
+        samples, stats = scan_dataset(files, cfg.nc, prefix=f"{split}: ")
+    LOGGER.info("%s: %s", split, stats.summary())
+    return samples
+
+
+def val(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike | dict | None = None,
+    imgsz: int = 640,
+    batch: int = 32,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    device: str | int | torch.device | None = None,
+    half: bool = False,
+    save_json: bool = False,
+    project: str | os.PathLike = "runs",
+    name: str | None = None,
+    split: str = "val",
+    max_det: int = 300,
+    workers: int = 4,
+    rect: bool = True,
+    plots: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Validate a model: COCO mAP@0.5:0.95 and mAP@0.5 (equal to pycocotools on the same detections).
+
+    Args:
+        model: a DetectionModel, a checkpoint file (official or yolov9k) or a zoo name.
+        data: dataset YAML / dict; None = the generated demo data set.
+        imgsz: image size in pixels (long side; rounded up to a multiple of the stride).
+        batch: images per batch. workers: dataloader processes.
+        conf, iou, max_det: post-processing (the official validation values by default).
+        device: "cpu", "cuda", "0", ... (default: CUDA when available). half: fp16 (CUDA only).
+        save_json: write ``predictions.json`` in COCO result format (image and category ids from
+            the split's COCO json when the dataset has one, else file stems and class indices).
+        project, name: output folder ``project/val/name``. split: "val", "test" or "train".
+        rect: rectangular batches (as the official val.py). plots: PR curve, confusion matrix.
+        verbose: print the per-class table and speeds.
+    Returns:
+        The metrics of :func:`yolov9k.engine.validate.validate` (``map50_95``, ``map50``, ``map75``,
+        ``precision``, ``recall``, ``fitness``, ``per_class``, ``speed`` ms per image, ...) plus
+        ``save_dir`` and, with ``save_json``, ``json`` (the file written).
+    Raises:
+        FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, or a
+        dataset whose class count differs from the model's.
+    """
+    from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
+    from yolov9k.engine.validate import validate
+
+    for key, v in (("imgsz", imgsz), ("batch", batch), ("max_det", max_det)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key} must be a positive int, got {v!r}")
+    for key, v in (("conf", conf), ("iou", iou)):
+        if not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1], got {v!r}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    dev = select_device(device)
+    if half and dev.type != "cuda":
+        raise ValueError("half=True (fp16 inference) needs a CUDA device")
+
+    cfg = load_dataset_config(data if data is not None else ensure_demo_dataset())
+    net = resolve_model(model, dev, num_classes=cfg.nc)
+    if int(net.nc) != cfg.nc:
+        raise ValueError(f"the model has {net.nc} classes but the dataset {data!r} has {cfg.nc}")
+    names = dict(cfg.names)
+    stride = int(max(float(s) for s in net.stride))
+    size = -(-imgsz // stride) * stride
+    if size != imgsz:
+        LOGGER.warning("imgsz=%d is not a multiple of the model stride %d: using %d", imgsz, stride, size)
+
+    samples = _samples(cfg, split)
+    dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
+    base_loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
+    loader = _RecordingLoader(base_loader)
+    save_dir = run_dir(project, "val", name)
+    runner: nn.Module = _RecordingModel(net, conf, iou, max_det) if save_json else net
+    metrics = validate(
+        runner,
+        loader,
+        names,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        device=dev,
+        half=half,
+        plots_dir=save_dir if plots else None,
+    )
+    metrics["save_dir"] = save_dir
+    if save_json:
+        coco_json = cfg.coco_json.get(split)
+        rows = _predictions_json(loader, runner, coco_json, cfg.nc)  # type: ignore[arg-type]
+        out = save_dir / "predictions.json"
+        out.write_text(json.dumps(rows))
+        metrics["json"] = out
+    if verbose:
+        sp = metrics["speed"]
+        print(format_table(metrics, names))
+        print(
+            f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
+            f"{sp['postprocess']:.1f} ms NMS per image at shape ({batch}, 3, {size}, {size})"
+        )
+        extra = f" (COCO predictions: {metrics['json']})" if save_json else ""
+        print(f"Results saved to {save_dir}{extra}")
+    return metrics
