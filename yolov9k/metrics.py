@@ -428,14 +428,16 @@ class ConfusionMatrix:
         self.iou_thres = float(iou_thres)
         self.matrix = np.zeros((self.nc + 1, self.nc + 1))
 
-    def process_batch(self, detections: Tensor | None, labels: Tensor) -> None:
+    def process_batch(self, detections: Tensor | None, labels: Tensor | None) -> None:
         """Add one image.
 
         Args:
             detections: (n, 6) [x1, y1, x2, y2, conf, cls] xyxy px, or ``None`` for no detections.
-            labels: (m, 5) [cls, x1, y1, x2, y2] xyxy px.
+            labels: (m, 5) [cls, x1, y1, x2, y2] xyxy px, or ``None`` for no labels.
         """
-        lab = labels.detach().cpu().float() if isinstance(labels, Tensor) else torch.as_tensor(labels)
+        if labels is None:
+            labels = torch.zeros((0, 5))
+        lab = labels.detach().cpu() if isinstance(labels, Tensor) else torch.as_tensor(labels)
         lab = lab.reshape(-1, 5).float()
         det = torch.zeros((0, 6)) if detections is None else detections.detach().cpu().float().reshape(-1, 6)
         det = det[det[:, 4] > self.conf]
