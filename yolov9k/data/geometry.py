@@ -110,7 +110,11 @@ def scale_boxes(
     """
     if ratio_pad is None:
         gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        pad = ((img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2)
+        # padding as ``letterbox`` made it (from the rounded resized size), so the mapping is exact
+        pad = (
+            (img1_shape[1] - round(img0_shape[1] * gain)) / 2,
+            (img1_shape[0] - round(img0_shape[0] * gain)) / 2,
+        )
         gain_h = gain_w = gain
     else:
         (gain_h, gain_w), pad = ratio_pad
