@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["select_device", "resolve_model", "run_dir", "LOGGER"]
+__all__ = ["select_device", "resolve_model", "run_dir", "to_inference_model", "LOGGER"]
 
 LOGGER = logging.getLogger("yolov9k")
 
@@ -120,3 +120,28 @@ def run_dir(project: str | os.PathLike, task: str, name: str | None = None, exis
             return out
         except FileExistsError:
             n += 1
+
+
+def to_inference_model(model: nn.Module, fuse: bool = True) -> nn.Module:
+    """A copy of ``model`` ready for deployment: PGI branch removed (yolov9-X -> gelan-X), BN and
+    RepConvN folded, eval mode, no gradients. The caller's model is not modified.
+
+    Raises:
+        NotImplementedError: a PGI (dual-head) model and no ``yolov9k.models.reparameterize`` here.
+    """
+    import copy
+
+    net = copy.deepcopy(model).eval()
+    if getattr(net, "is_dual", False):
+        try:
+            from yolov9k.models import reparameterize
+        except ImportError:
+            raise NotImplementedError(
+                "this yolov9k has no yolov9k.models.reparameterize: cannot drop the PGI branch"
+            ) from None
+        net = reparameterize(net).eval()
+    if fuse:
+        net.fuse()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -1,0 +1,65 @@
+"""``yolov9k.convert``: any supported checkpoint -> a yolov9k checkpoint readable with ``weights_only=True``.
+
+Official pickled checkpoints are read through the restricted unpickler (nothing from the file runs);
+the result holds only tensors and plain types. Optionally the PGI branch is removed (yolov9-X ->
+gelan-X, main-branch outputs unchanged) and the weights are stored in fp16 (loaders return fp32).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from yolov9k.api.runtime import LOGGER
+
+__all__ = ["convert"]
+
+
+def convert(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    reparameterize: bool = False,
+    half: bool = False,
+) -> Path:
+    """Convert a checkpoint file.
+
+    Args:
+        source: official YOLOv9 checkpoint, yolov9k checkpoint or saved state dict.
+        output: the yolov9k checkpoint to write (atomically; never the source file itself).
+        reparameterize: drop the PGI branch of yolov9-X models (a gelan-X checkpoint results);
+            gelan models are unchanged.
+        half: store the weights in fp16 (half the size; ``load_model`` returns fp32 models).
+    Returns:
+        ``output`` as a Path.
+    Raises:
+        FileNotFoundError: no source. ValueError / UnsafeCheckpointError: not a loadable checkpoint,
+        or ``output`` is the source.
+    """
+    from yolov9k.checkpoint import load_model, save_checkpoint
+
+    src, out = Path(source).expanduser(), Path(output).expanduser()
+    if not src.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {src}")
+    if out.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"output {out} is the source file; write the converted checkpoint elsewhere")
+    model = load_model(src)
+    was_dual = bool(getattr(model, "is_dual", False))
+    if reparameterize and was_dual:
+        from yolov9k.models import reparameterize as drop_pgi
+
+        model = drop_pgi(model)
+    if half:
+        model = model.half()
+    save_checkpoint(out, model, converted_from=src.name, reparameterized=bool(reparameterize and was_dual))
+    torch.load(out, map_location="cpu", weights_only=True)  # the promise of this function, checked
+    LOGGER.info(
+        "converted %s -> %s (%s%s, %.1f MB)",
+        src,
+        out,
+        "gelan (PGI removed)" if reparameterize and was_dual else ("yolov9 (PGI)" if was_dual else "gelan"),
+        ", fp16" if half else "",
+        out.stat().st_size / 1e6,
+    )
+    return out
