@@ -71,26 +71,16 @@ def _resolve_act(act: bool | nn.Module | None) -> nn.Module:
 
 @torch.no_grad()
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A biased conv equal to ``bn(conv(x))`` in eval mode (float order of the official fusion)."""
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=True,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    ).requires_grad_(False)
-    inv_std = bn.weight.div(torch.sqrt(bn.eps + bn.running_var))
-    w = conv.weight.reshape(conv.out_channels, -1)
-    fused.weight.copy_(torch.mm(torch.diag(inv_std), w).view(fused.weight.shape))
-    b_conv = torch.zeros_like(bn.bias) if conv.bias is None else conv.bias
+    """Fold ``bn`` into ``conv`` (modified in place and returned): a biased conv equal to
+    ``bn(conv(x))`` in eval mode, in the float order of the official fusion. Parameters are frozen."""
+    # Row scaling by gamma / sqrt(var + eps): bit-identical to the official diag(scale) @ W product
+    # (each output element is one product plus exact zeros) without building the diagonal matrix.
+    scale = bn.weight.div(torch.sqrt(bn.eps + bn.running_var))
     b_bn = bn.bias - bn.weight.mul(bn.running_mean).div(torch.sqrt(bn.running_var + bn.eps))
-    fused.bias.copy_(torch.mm(torch.diag(inv_std), b_conv.reshape(-1, 1)).reshape(-1) + b_bn)
-    return fused
+    bias = b_bn if conv.bias is None else conv.bias * scale + b_bn
+    conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+    conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+    return conv
 
 
 class Conv(nn.Module):
@@ -170,21 +160,9 @@ class RepConvN(nn.Module):
             return
         k3, b3 = self._folded(self.conv1)
         k1, b1 = self._folded(self.conv2)
-        ref = self.conv1.conv
-        conv = nn.Conv2d(
-            ref.in_channels,
-            ref.out_channels,
-            kernel_size=ref.kernel_size,
-            stride=ref.stride,
-            padding=ref.padding,
-            dilation=ref.dilation,
-            groups=ref.groups,
-            bias=True,
-            device=ref.weight.device,
-            dtype=ref.weight.dtype,
-        ).requires_grad_(False)
-        conv.weight.copy_(k3 + F.pad(k1, [1, 1, 1, 1]))
-        conv.bias.copy_(b3 + b1)
+        conv = self.conv1.conv  # reused: same 3x3 geometry, new weight and bias
+        conv.weight = nn.Parameter(k3 + F.pad(k1, [1, 1, 1, 1]), requires_grad=False)
+        conv.bias = nn.Parameter(b3 + b1, requires_grad=False)
         self.conv = conv
         self.conv1 = None
         self.conv2 = None

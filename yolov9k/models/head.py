@@ -90,9 +90,9 @@ class _HeadBase(nn.Module):
         return [torch.cat((box[i](x), cls[i](x)), 1) for i, x in enumerate(xs)]
 
     @torch.no_grad()
-    def _bias_init(self, box: nn.ModuleList, cls: nn.ModuleList) -> None:
+    def _bias_init(self, box: nn.ModuleList, cls: nn.ModuleList, strides: list[float] | None) -> None:
         # Prior of ~5 objects per 640x640 image spread over nc classes (official Detect.bias_init).
-        for a, b, s in zip(box, cls, self.stride.tolist()):
+        for a, b, s in zip(box, cls, self.stride.tolist() if strides is None else strides):
             a[-1].bias.fill_(1.0)
             b[-1].bias[: self.nc] = math.log(5 / self.nc / (640 / s) ** 2)
 
@@ -117,9 +117,9 @@ class DDetect(_HeadBase):
         """Raw maps -> (B, 4 + nc, A): xywh pixels + sigmoid class scores."""
         return self._decode(maps, self.dfl)
 
-    def bias_init(self) -> None:
-        """Official prior biases (requires ``stride``)."""
-        self._bias_init(self.cv2, self.cv3)
+    def bias_init(self, strides: list[float] | None = None) -> None:
+        """Official prior biases for level ``strides`` (default: ``self.stride``)."""
+        self._bias_init(self.cv2, self.cv3, strides)
 
 
 class DualDDetect(_HeadBase):
@@ -158,6 +158,7 @@ class DualDDetect(_HeadBase):
         """Auxiliary-branch raw maps -> (B, 4 + nc, A)."""
         return self._decode(maps, self.dfl)
 
-    def bias_init(self) -> None:
-        self._bias_init(self.cv2, self.cv3)
-        self._bias_init(self.cv4, self.cv5)
+    def bias_init(self, strides: list[float] | None = None) -> None:
+        """Official prior biases of both heads for level ``strides`` (default: ``self.stride``)."""
+        self._bias_init(self.cv2, self.cv3, strides)
+        self._bias_init(self.cv4, self.cv5, strides)

@@ -90,9 +90,10 @@ class DetectionModel(nn.Module):
         strides = [specs[k].stride for k in main_src]
         if aux_src and [specs[k].stride for k in aux_src] != strides:
             raise ValueError("auxiliary and main head inputs have different strides")
-        self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
-        head.stride = self.stride.clone()
-        head.bias_init()
+        # Explicit CPU: strides stay readable when the model is built under torch.device("meta").
+        self.register_buffer("stride", torch.tensor(strides, device="cpu"), persistent=False)
+        head.stride = torch.tensor(strides, device="cpu")
+        head.bias_init(strides)
 
         body = len(specs) - 1
         self._aux_src, self._main_src = aux_src, main_src
@@ -105,6 +106,10 @@ class DetectionModel(nn.Module):
     def head(self) -> DDetect | DualDDetect:
         """The detection head (last layer)."""
         return self.model[-1]
+
+    def level_strides(self) -> list[float]:
+        """Stride in pixels of each detection level, from the config (no tensor involved)."""
+        return [self.specs[k].stride for k in self._main_src]
 
     def _run(self, x: Tensor, plan: list[int]) -> dict[int, Any]:
         outs: dict[int, Any] = {INPUT: x}
