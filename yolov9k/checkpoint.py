@@ -182,9 +182,8 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         if isinstance(e, FileNotFoundError | PermissionError):
             raise
-        raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {e}"
-        ) from None
+        reason = str(e).split(". ")[0][:160]  # torch's own messages run on for several sentences
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}") from None
     if not is_torch_zip(path):
         raise ValueError(
             f"{path} is a legacy (non-zip) torch.save file with pickled objects, which yolov9k does not "
