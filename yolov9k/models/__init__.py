@@ -5,6 +5,8 @@ from __future__ import annotations
 from yolov9k.models.head import DFL, DDetect, DualDDetect
 from yolov9k.models.model import MODELS, DetectionModel, build_model, load_config
 from yolov9k.models.parse import REGISTRY, make_activation
+from yolov9k.models.reparam import reparameterize
+from yolov9k.models.summary import count_macs, model_info
 
 __all__ = [
     "MODELS",
@@ -14,6 +16,9 @@ __all__ = [
     "DetectionModel",
     "DualDDetect",
     "build_model",
+    "count_macs",
     "load_config",
     "make_activation",
+    "model_info",
+    "reparameterize",
 ]
