@@ -1,0 +1,479 @@
+"""Training-mode BatchNorm2d + SiLU as one op (Triton): statistics, normalise+affine+SiLU, backward.
+
+Reading order (as Liger-Kernel's ``rms_norm.py``): the Triton kernels, the host wrappers, the
+``torch.library`` custom ops with their fake implementations, the autograd registration, and the
+functional entry ``bn_silu`` that also updates the running statistics.
+
+Memory: the backward *recomputes* ``z = (x - mean) * rstd * w + b`` from the saved input, so only
+``x``, ``mean`` and ``rstd`` (per channel, fp32) are kept for backward instead of ``x``, the BN output
+and the SiLU output of the eager pair.
+
+Layout: ``x`` (N, C, H, W) in any memory format whose H and W can be flattened into one index
+(contiguous NCHW, channels_last, channel slices of either); other strides are copied to contiguous
+first. Every kernel sees ``x`` as rows ``m = n * HW + s`` (M = N * H * W) and channels ``c`` with
+element offset ``n * stride_n + s * stride_hw + c * stride_c``; tiles are [BLOCK_M, BLOCK_C], so the
+stride-1 dimension (s for NCHW, c for NHWC) is the coalesced one either way. All arithmetic is fp32
+(loads are upcast), which is also what the Triton CPU interpreter needs (see BUILD-NOTES.md).
+
+Statistics use Chan et al.'s parallel variance: each program folds its tiles into a running
+(count, mean, M2) per channel, the (splits, C) partials are combined on the host in fp32. This avoids
+the cancellation of ``E[x^2] - E[x]^2`` on large-mean conv outputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ["bn_silu_forward", "bn_silu_backward", "bn_silu_triton"]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Block sizes. GPU values are a memory-bound default (4096 elements a program), not yet tuned on a
+# GPU (TODO: benchmarks/test_bench_fused.py on a lent H100). Under the CPU interpreter small
+# channel blocks keep odd channel counts on several programs and big row blocks keep grids tiny.
+BLOCK_M = 64
+BLOCK_C = 16 if _INTERPRET else 64
+NUM_WARPS = 4
+# Target number of row splits of the statistics / gradient-reduction kernels.
+_TARGET_SPLITS = 2 if _INTERPRET else 128
+
+
+# --- Triton kernels ------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile_offsets(rows, cols, HW, stride_n, stride_hw, stride_c):
+    """Element offsets of the [BLOCK_M, BLOCK_C] tile ``rows`` x ``cols`` (int64)."""
+    n = (rows // HW).to(tl.int64)
+    s = (rows % HW).to(tl.int64)
+    return (n * stride_n + s * stride_hw)[:, None] + cols.to(tl.int64)[None, :] * stride_c
+
+
+@triton.jit
+def _bn_stats_kernel(
+    X_ptr,
+    MEAN_ptr,  # (splits, C) fp32 partial means
+    M2_ptr,  # (splits, C) fp32 partial sums of squared deviations
+    M,
+    C,
+    HW,
+    rows_per_split,
+    x_stride_n,
+    x_stride_hw,
+    x_stride_c,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Per-channel (mean, M2) over the rows [split * rows_per_split, ...) of one channel block."""
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    count = tl.zeros([BLOCK_C], dtype=tl.float32)
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    start = pid_s * rows_per_split
+    end = tl.minimum(start + rows_per_split, M)
+    for m0 in range(start, end, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
+        row_mask = rows < end
+        mask = row_mask[:, None] & col_mask[None, :]
+        offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
+        x = tl.load(X_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tile_n = tl.sum(row_mask.to(tl.float32), axis=0)
+        tile_mean = tl.sum(x, axis=0) / tile_n
+        dev = tl.where(mask, x - tile_mean[None, :], 0.0)
+        tile_m2 = tl.sum(dev * dev, axis=0)
+        new_count = count + tile_n
+        delta = tile_mean - mean
+        mean += delta * (tile_n / new_count)
+        m2 += tile_m2 + delta * delta * (count * tile_n / new_count)
+        count = new_count
+    tl.store(MEAN_ptr + pid_s * C + cols, mean, mask=col_mask)
+    tl.store(M2_ptr + pid_s * C + cols, m2, mask=col_mask)
+
+
+@triton.jit
+def _bn_silu_forward_kernel(
+    X_ptr,
+    Y_ptr,
+    SCALE_ptr,  # (C,) fp32: weight * rstd
+    SHIFT_ptr,  # (C,) fp32: bias - mean * weight * rstd
+    M,
+    C,
+    HW,
+    x_stride_n,
+    x_stride_hw,
+    x_stride_c,
+    y_stride_n,
+    y_stride_hw,
+    y_stride_c,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """y = silu(x * scale + shift) on one [BLOCK_M, BLOCK_C] tile."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    mask = (rows < M)[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c), mask=mask)
+    scale = tl.load(SCALE_ptr + cols, mask=col_mask, other=0.0)
+    shift = tl.load(SHIFT_ptr + cols, mask=col_mask, other=0.0)
+    z = x.to(tl.float32) * scale[None, :] + shift[None, :]
+    y = z * tl.sigmoid(z)
+    y_offs = _tile_offsets(rows, cols, HW, y_stride_n, y_stride_hw, y_stride_c)
+    tl.store(Y_ptr + y_offs, y.to(Y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _silu_grad(x, dy, mean, rstd, weight, bias):
+    """(xhat, dL/dz) of z = xhat * weight + bias, xhat = (x - mean) * rstd, y = silu(z); all fp32."""
+    xhat = (x - mean[None, :]) * rstd[None, :]
+    z = xhat * weight[None, :] + bias[None, :]
+    sig = tl.sigmoid(z)
+    return xhat, dy * sig * (1.0 + z * (1.0 - sig))
+
+
+@triton.jit
+def _bn_silu_backward_reduce_kernel(
+    X_ptr,
+    DY_ptr,
+    MEAN_ptr,
+    RSTD_ptr,
+    W_ptr,
+    B_ptr,
+    DB_ptr,  # (splits, C) fp32 partial sum(dz)
+    DW_ptr,  # (splits, C) fp32 partial sum(dz * xhat)
+    M,
+    C,
+    HW,
+    rows_per_split,
+    x_stride_n,
+    x_stride_hw,
+    x_stride_c,
+    dy_stride_n,
+    dy_stride_hw,
+    dy_stride_c,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Per-channel partial sums of dz and dz * xhat (dz: gradient at the BN output, recomputed)."""
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    mean = tl.load(MEAN_ptr + cols, mask=col_mask, other=0.0)
+    rstd = tl.load(RSTD_ptr + cols, mask=col_mask, other=0.0)
+    weight = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    bias = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    db = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    start = pid_s * rows_per_split
+    end = tl.minimum(start + rows_per_split, M)
+    for m0 in range(start, end, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
+        mask = (rows < end)[:, None] & col_mask[None, :]
+        x_offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
+        dy_offs = _tile_offsets(rows, cols, HW, dy_stride_n, dy_stride_hw, dy_stride_c)
+        x = tl.load(X_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY_ptr + dy_offs, mask=mask, other=0.0).to(tl.float32)
+        xhat, dz = _silu_grad(x, dy, mean, rstd, weight, bias)
+        dz = tl.where(mask, dz, 0.0)
+        db += tl.sum(dz, axis=0)
+        dw += tl.sum(dz * xhat, axis=0)
+    tl.store(DB_ptr + pid_s * C + cols, db, mask=col_mask)
+    tl.store(DW_ptr + pid_s * C + cols, dw, mask=col_mask)
+
+
+@triton.jit
+def _bn_silu_backward_dx_kernel(
+    X_ptr,
+    DY_ptr,
+    DX_ptr,
+    MEAN_ptr,
+    RSTD_ptr,
+    W_ptr,
+    B_ptr,
+    A_ptr,  # (C,) fp32: weight * rstd
+    C1_ptr,  # (C,) fp32: weight * rstd * sum(dz) / M   (0 in eval mode)
+    C2_ptr,  # (C,) fp32: weight * rstd * sum(dz * xhat) / M   (0 in eval mode)
+    M,
+    C,
+    HW,
+    x_stride_n,
+    x_stride_hw,
+    x_stride_c,
+    dy_stride_n,
+    dy_stride_hw,
+    dy_stride_c,
+    dx_stride_n,
+    dx_stride_hw,
+    dx_stride_c,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """dx = a * dz - c1 - xhat * c2 on one tile (the batch-statistics BN input gradient)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    mask = (rows < M)[:, None] & col_mask[None, :]
+    mean = tl.load(MEAN_ptr + cols, mask=col_mask, other=0.0)
+    rstd = tl.load(RSTD_ptr + cols, mask=col_mask, other=0.0)
+    weight = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    bias = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    a = tl.load(A_ptr + cols, mask=col_mask, other=0.0)
+    c1 = tl.load(C1_ptr + cols, mask=col_mask, other=0.0)
+    c2 = tl.load(C2_ptr + cols, mask=col_mask, other=0.0)
+    x_offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
+    dy_offs = _tile_offsets(rows, cols, HW, dy_stride_n, dy_stride_hw, dy_stride_c)
+    x = tl.load(X_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(DY_ptr + dy_offs, mask=mask, other=0.0).to(tl.float32)
+    xhat, dz = _silu_grad(x, dy, mean, rstd, weight, bias)
+    dx = a[None, :] * dz - c1[None, :] - xhat * c2[None, :]
+    dx_offs = _tile_offsets(rows, cols, HW, dx_stride_n, dx_stride_hw, dx_stride_c)
+    tl.store(DX_ptr + dx_offs, dx.to(DX_ptr.dtype.element_ty), mask=mask)
+
+
+# --- host wrappers -------------------------------------------------------------------------------
+
+
+def _flat_strides(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+    """(t or a contiguous copy, (stride_n, stride_hw, stride_c)) with H and W flattened to one index."""
+    _, _, _, w = t.shape
+    sn, sc, sh, sw = t.stride()
+    if t.shape[2] > 1 and w > 1 and sh != w * sw:
+        t = t.contiguous()
+        sn, sc, sh, sw = t.stride()
+    if w == 1:
+        sw = sh  # rows step over H only
+    return t, (sn, sw, sc)
+
+
+def _splits(m: int) -> tuple[int, int]:
+    """(number of row splits, rows per split; a multiple of BLOCK_M) for the reduction kernels."""
+    tiles = triton.cdiv(m, BLOCK_M)
+    tiles_per_split = triton.cdiv(tiles, min(tiles, _TARGET_SPLITS))
+    rows_per_split = tiles_per_split * BLOCK_M
+    return triton.cdiv(m, rows_per_split), rows_per_split
+
+
+def _check(x: Tensor, weight: Tensor, bias: Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"bn_silu expects x of shape (N, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"bn_silu expects a floating-point x, got {x.dtype}")
+    c = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t.shape != (c,):
+            raise ValueError(f"bn_silu: {name} must have shape ({c},), got {tuple(t.shape)}")
+        if t.device != x.device:
+            raise ValueError(f"bn_silu: {name} is on {t.device}, x on {x.device}")
+
+
+def _batch_stats(x: Tensor, strides: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """Per-channel (mean, biased variance) of x (N, C, H, W) in fp32."""
+    n, c, h, w = x.shape
+    m = n * h * w
+    splits, rows_per_split = _splits(m)
+    pmean = torch.empty((splits, c), device=x.device, dtype=torch.float32)
+    pm2 = torch.empty_like(pmean)
+    grid = (triton.cdiv(c, BLOCK_C), splits)
+    _bn_stats_kernel[grid](
+        x, pmean, pm2, m, c, h * w, rows_per_split, *strides,
+        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    if splits == 1:
+        return pmean[0], pm2[0] / m
+    counts = torch.full((splits, 1), float(rows_per_split), device=x.device, dtype=torch.float32)
+    counts[-1] = m - rows_per_split * (splits - 1)
+    mean = (counts * pmean).sum(0) / m
+    m2 = pm2.sum(0) + (counts * (pmean - mean) ** 2).sum(0)
+    return mean, m2 / m
+
+
+def bn_silu_forward_impl(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of silu(batch_norm(x)).
+
+    Args: x (N, C, H, W); weight, bias (C,); running_mean, running_var (C,) used when not
+    ``training``. Returns y (N, C, H, W, dtype and memory format of x), mean (C,) fp32, rstd (C,)
+    fp32 (the statistics that normalised x) and var (C,) fp32 (biased batch variance; the running
+    variance when not training).
+    """
+    _check(x, weight, bias)
+    n, c, h, w = x.shape
+    if training:
+        if n * h * w < 2:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input {tuple(x.shape)}"
+            )
+        xf, strides = _flat_strides(x)
+        mean, var = _batch_stats(xf, strides)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("bn_silu: eval mode needs running_mean and running_var")
+        xf, strides = _flat_strides(x)
+        mean, var = running_mean.float(), running_var.float()
+    rstd = torch.rsqrt(var + eps)
+    scale = weight.float() * rstd
+    shift = bias.float() - mean * scale
+    y = torch.empty_like(x, memory_format=torch.preserve_format)
+    y, y_strides = _flat_strides(y)
+    grid = (triton.cdiv(n * h * w, BLOCK_M), triton.cdiv(c, BLOCK_C))
+    _bn_silu_forward_kernel[grid](
+        xf, y, scale, shift, n * h * w, c, h * w, *strides, *y_strides,
+        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return y, mean, rstd, var
+
+
+def bn_silu_backward_impl(
+    dy: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (dx (N, C, H, W), dweight (C,), dbias (C,)) of y = silu(batch_norm(x)).
+
+    ``mean`` / ``rstd`` are what the forward normalised with; with ``training`` they are batch
+    statistics and dx includes their dependence on x.
+    """
+    n, c, h, w = x.shape
+    m = n * h * w
+    xf, x_strides = _flat_strides(x)
+    dyf, dy_strides = _flat_strides(dy)
+    splits, rows_per_split = _splits(m)
+    pdb = torch.empty((splits, c), device=x.device, dtype=torch.float32)
+    pdw = torch.empty_like(pdb)
+    _bn_silu_backward_reduce_kernel[(triton.cdiv(c, BLOCK_C), splits)](
+        xf, dyf, mean, rstd, weight, bias, pdb, pdw, m, c, h * w, rows_per_split, *x_strides, *dy_strides,
+        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    db, dw = pdb.sum(0), pdw.sum(0)
+    a = weight.float() * rstd
+    if training:
+        c1, c2 = a * db / m, a * dw / m
+    else:
+        c1 = c2 = torch.zeros_like(a)
+    dx = torch.empty_like(x, memory_format=torch.preserve_format)
+    dx, dx_strides = _flat_strides(dx)
+    _bn_silu_backward_dx_kernel[(triton.cdiv(m, BLOCK_M), triton.cdiv(c, BLOCK_C))](
+        xf, dyf, dx, mean, rstd, weight, bias, a, c1, c2, m, c, h * w, *x_strides, *dy_strides, *dx_strides,
+        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return dx, dw.to(weight.dtype), db.to(bias.dtype)
+
+
+# --- torch.library registration (custom ops + fakes, for torch.compile / export) ----------------
+
+
+@torch.library.custom_op("yolov9k_triton::bn_silu_forward", mutates_args=())
+def bn_silu_forward(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Custom-op form of :func:`bn_silu_forward_impl` (no running-stat update: done by the caller)."""
+    return bn_silu_forward_impl(x, weight, bias, running_mean, running_var, training, eps)
+
+
+@bn_silu_forward.register_fake
+def _(x, weight, bias, running_mean, running_var, training, eps):
+    c = x.shape[1]
+    stat = x.new_empty((c,), dtype=torch.float32)
+    return torch.empty_like(x, memory_format=torch.preserve_format), stat, stat.clone(), stat.clone()
+
+
+@torch.library.custom_op("yolov9k_triton::bn_silu_backward", mutates_args=())
+def bn_silu_backward(
+    dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, rstd: Tensor, training: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Custom-op form of :func:`bn_silu_backward_impl`."""
+    return bn_silu_backward_impl(dy, x, weight, bias, mean, rstd, training)
+
+
+@bn_silu_backward.register_fake
+def _(dy, x, weight, bias, mean, rstd, training):
+    return (
+        torch.empty_like(x, memory_format=torch.preserve_format),
+        torch.empty_like(weight),
+        torch.empty_like(bias),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, _, _, training, _ = inputs
+    _, mean, rstd, _ = output
+    ctx.save_for_backward(x, weight, bias, mean, rstd)  # x and per-channel stats only
+    ctx.training = training
+
+
+def _backward(ctx, dy, _dmean, _drstd, _dvar):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dw, db = bn_silu_backward(dy, x, weight, bias, mean, rstd, ctx.training)
+    return dx, dw, db, None, None, None, None
+
+
+bn_silu_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- functional entry ------------------------------------------------------------------------------
+
+
+def bn_silu_triton(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: Tensor | None = None,
+) -> Tensor:
+    """``silu(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps))``.
+
+    Same contract as ``nn.BatchNorm2d`` followed by SiLU: when ``training`` and running buffers are
+    given they are updated in place with ``momentum`` (``None``: cumulative average over
+    ``num_batches_tracked``) using the unbiased batch variance, and ``num_batches_tracked`` (if
+    given) is incremented. Shapes: x (N, C, H, W) -> (N, C, H, W) in x's dtype and memory format.
+    """
+    c = x.shape[1] if x.dim() == 4 else -1
+    if weight is None:
+        weight = torch.ones(c, device=x.device, dtype=torch.float32)
+    if bias is None:
+        bias = torch.zeros(c, device=x.device, dtype=torch.float32)
+    if not training and (running_mean is None or running_var is None):
+        training = True  # F.batch_norm: without running stats the batch statistics are used
+    y, mean, _, var = bn_silu_forward(x, weight, bias, running_mean, running_var, training, float(eps))
+    if training and running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            if num_batches_tracked is not None:
+                num_batches_tracked.add_(1)
+            factor = momentum
+            if factor is None:
+                factor = 1.0 / float(num_batches_tracked) if num_batches_tracked is not None else 0.0
+            m = x.numel() // x.shape[1]
+            running_mean.mul_(1.0 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+            unbiased = var * (m / (m - 1))
+            running_var.mul_(1.0 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
+    return y

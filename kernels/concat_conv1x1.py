@@ -1,0 +1,261 @@
+"""``silu(conv1x1(cat(inputs, dim=1)) + bias)`` as one GEMM that never builds the concat (Triton).
+
+The ELAN aggregation of GELAN (RepNCSPELAN4.cv4, ELAN1.cv4, SPPELAN.cv5, RepNCSP.cv3) concatenates
+its branch maps along channels and applies a 1x1 conv. After ``fuse()`` that conv has a bias and a
+SiLU, so the whole transition is one matrix product
+
+    out[m, o] = silu(bias[o] + sum_i sum_k X_i[m, k] * W[o, off_i + k]),   m = (n, h, w)
+
+with the K dimension split across the inputs: each program walks the K range of every input in
+turn, reading the branch tensor in place (any strides whose H, W flatten; channels-last is the fast
+layout). The output is channels-last (N, C_out, H, W). The plain 1x1 Conv + bias + SiLU is the
+one-input case.
+
+Reading order: the Triton kernel, the host wrapper, the ``torch.library`` custom op with its fake.
+Inference only (fused, frozen weights): there is no backward.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ["MAX_INPUTS", "concat_conv1x1_silu_triton"]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+MAX_INPUTS = 4  # inputs beyond the third are concatenated into the fourth by the host wrapper
+
+
+def _configs() -> list[triton.Config]:
+    """Tile configurations. One small config under the CPU interpreter (multi-config autotune does
+    not run there); on GPU a few tensor-core tiles for M = N*H*W up to ~10^6 and C_out 32..512.
+    TODO(gpu): prune after benchmarks/test_bench_fused.py runs on a lent H100."""
+    if _INTERPRET:
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in (
+            (128, 64, 32, 4, 4),
+            (128, 128, 32, 8, 3),
+            (64, 64, 32, 4, 4),
+            (128, 128, 64, 8, 3),
+            (64, 128, 64, 4, 3),
+            (256, 64, 32, 8, 3),
+        )
+    ]
+
+
+# --- Triton kernel -------------------------------------------------------------------------------
+
+
+@triton.jit
+def _accumulate_input(
+    acc,
+    X_ptr,
+    K,
+    k_offset,
+    stride_n,
+    stride_hw,
+    stride_c,
+    W_ptr,
+    w_stride_o,
+    w_stride_k,
+    n_idx,
+    s_idx,
+    row_mask,
+    cols,
+    col_mask,
+    BLOCK_K: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+):
+    """acc += X_i[rows, 0:K] @ W[cols, k_offset:k_offset + K].T for one input X_i."""
+    row_offs = n_idx * stride_n + s_idx * stride_hw
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_mask = ks < K
+        x = tl.load(
+            X_ptr + row_offs[:, None] + ks.to(tl.int64)[None, :] * stride_c,
+            mask=row_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            W_ptr + cols[None, :] * w_stride_o + (k_offset + ks)[:, None] * w_stride_k,
+            mask=k_mask[:, None] & col_mask[None, :],
+            other=0.0,
+        )
+        if IEEE_FP32:  # fp32 inputs, and every dtype under the interpreter: exact fp32 products
+            acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+        else:  # fp16 / bf16 tensor cores, fp32 accumulation
+            acc = tl.dot(x, w.to(x.dtype), acc)
+    return acc
+
+
+@triton.autotune(configs=_configs(), key=["M", "C_out", "K_total"])
+@triton.jit
+def _concat_conv1x1_silu_kernel(
+    X0_ptr,
+    X1_ptr,
+    X2_ptr,
+    X3_ptr,
+    W_ptr,  # (C_out, K_total): weight[o, k]
+    B_ptr,  # (C_out,)
+    Y_ptr,
+    K0,
+    K1,
+    K2,
+    K3,
+    x0_stride_n,
+    x0_stride_hw,
+    x0_stride_c,
+    x1_stride_n,
+    x1_stride_hw,
+    x1_stride_c,
+    x2_stride_n,
+    x2_stride_hw,
+    x2_stride_c,
+    x3_stride_n,
+    x3_stride_hw,
+    x3_stride_c,
+    w_stride_o,
+    w_stride_k,
+    y_stride_n,
+    y_stride_hw,
+    y_stride_c,
+    M,
+    HW,
+    C_out,
+    K_total,
+    NUM_INPUTS: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """One [BLOCK_M, BLOCK_N] output tile: K loop over each input in turn, then bias + SiLU."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < M
+    col_mask = cols < C_out
+    n_idx = (rows // HW).to(tl.int64)
+    s_idx = (rows % HW).to(tl.int64)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = _accumulate_input(
+        acc, X0_ptr, K0, 0, x0_stride_n, x0_stride_hw, x0_stride_c, W_ptr, w_stride_o, w_stride_k,
+        n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+    )  # fmt: skip
+    if NUM_INPUTS > 1:
+        acc = _accumulate_input(
+            acc, X1_ptr, K1, K0, x1_stride_n, x1_stride_hw, x1_stride_c, W_ptr, w_stride_o, w_stride_k,
+            n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+        )  # fmt: skip
+    if NUM_INPUTS > 2:
+        acc = _accumulate_input(
+            acc, X2_ptr, K2, K0 + K1, x2_stride_n, x2_stride_hw, x2_stride_c, W_ptr, w_stride_o,
+            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+        )  # fmt: skip
+    if NUM_INPUTS > 3:
+        acc = _accumulate_input(
+            acc, X3_ptr, K3, K0 + K1 + K2, x3_stride_n, x3_stride_hw, x3_stride_c, W_ptr, w_stride_o,
+            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+        )  # fmt: skip
+    bias = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    z = acc + bias[None, :]
+    y = z * tl.sigmoid(z)
+    y_offs = (n_idx * y_stride_n + s_idx * y_stride_hw)[:, None] + cols.to(tl.int64)[None, :] * y_stride_c
+    tl.store(Y_ptr + y_offs, y.to(Y_ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+
+# --- host wrapper --------------------------------------------------------------------------------
+
+
+def _flat_strides(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+    """(t or a contiguous channels-last copy, (stride_n, stride_hw, stride_c)), H and W flattened."""
+    w = t.shape[3]
+    sn, sc, sh, sw = t.stride()
+    if t.shape[2] > 1 and w > 1 and sh != w * sw:
+        t = t.contiguous(memory_format=torch.channels_last)
+        sn, sc, sh, sw = t.stride()
+    return t, (sn, sh if w == 1 else sw, sc)
+
+
+def check_inputs(inputs: list[Tensor] | tuple[Tensor, ...], weight: Tensor, bias: Tensor | None) -> None:
+    """Clear errors for inputs that the op (any backend) cannot take."""
+    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
+        raise ValueError("concat_conv1x1_silu expects a non-empty list of (N, C_i, H, W) tensors")
+    first = inputs[0]
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            raise ValueError(f"concat_conv1x1_silu: input {i} must be a 4-D tensor (N, C_i, H, W)")
+        if (t.shape[0], *t.shape[2:]) != (first.shape[0], *first.shape[2:]):
+            raise ValueError(
+                f"concat_conv1x1_silu: input {i} has shape {tuple(t.shape)}, input 0 {tuple(first.shape)}; "
+                "N, H and W must match"
+            )
+        if t.dtype != first.dtype or t.device != first.device:
+            raise ValueError(
+                f"concat_conv1x1_silu: input {i} is {t.dtype} on {t.device}, input 0 {first.dtype} "
+                f"on {first.device}"
+            )
+    k_total = sum(t.shape[1] for t in inputs)
+    if weight.dim() != 4 or weight.shape[1:] != (k_total, 1, 1):
+        raise ValueError(
+            f"concat_conv1x1_silu: weight must be (C_out, {k_total}, 1, 1) for these inputs, "
+            f"got {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"concat_conv1x1_silu: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if weight.device != first.device or (bias is not None and bias.device != first.device):
+        raise ValueError("concat_conv1x1_silu: weight and bias must be on the inputs' device")
+
+
+def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
+    """silu(conv2d(cat(inputs, 1), weight, bias)) for a 1x1, stride-1, ungrouped ``weight``.
+
+    Args: inputs, a list of (N, C_i, H, W) tensors of one dtype; weight (C_out, sum C_i, 1, 1);
+    bias (C_out,) or None. Returns (N, C_out, H, W) in the inputs' dtype, channels-last.
+    """
+    check_inputs(inputs, weight, bias)
+    inputs = list(inputs)
+    if len(inputs) > MAX_INPUTS:  # rare (no zoo block has more): fold the tail into one input
+        inputs = [*inputs[: MAX_INPUTS - 1], torch.cat(inputs[MAX_INPUTS - 1 :], 1)]
+    x0 = inputs[0]
+    n, _, h, w = x0.shape
+    m, c_out = n * h * w, weight.shape[0]
+    dtype = x0.dtype
+    w2 = weight.reshape(c_out, -1)
+    b = bias if bias is not None else torch.zeros(c_out, device=x0.device, dtype=torch.float32)
+    y = torch.empty((n, c_out, h, w), device=x0.device, dtype=dtype, memory_format=torch.channels_last)
+    if m == 0 or c_out == 0:
+        return y
+    flat = [_flat_strides(t) for t in inputs]
+    flat += [flat[0]] * (MAX_INPUTS - len(flat))  # unused slots: K = 0
+    ks = [t.shape[1] for t in inputs] + [0] * (MAX_INPUTS - len(inputs))
+    _, y_strides = _flat_strides(y)
+    ieee = dtype == torch.float32 or _INTERPRET or dtype == torch.float64
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))  # noqa: E731
+    _concat_conv1x1_silu_kernel[grid](
+        *(t for t, _ in flat), w2, b, y, *ks, *(s for _, st in flat for s in st),
+        w2.stride(0), w2.stride(1), *y_strides, m, h * w, c_out, w2.shape[1],
+        NUM_INPUTS=len(inputs), IEEE_FP32=ieee,
+    )  # fmt: skip
+    return y
+
+
+# --- torch.library registration -----------------------------------------------------------------
+
+
+@torch.library.custom_op("yolov9k_triton::concat_conv1x1_silu", mutates_args=())
+def concat_conv1x1_silu_triton(inputs: list[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Custom-op form of :func:`concat_conv1x1_silu_impl` (traceable by torch.compile / export)."""
+    return concat_conv1x1_silu_impl(inputs, weight, bias)
+
+
+@concat_conv1x1_silu_triton.register_fake
+def _(inputs, weight, bias):
+    x0 = inputs[0]
+    shape = (x0.shape[0], weight.shape[0], x0.shape[2], x0.shape[3])
+    return x0.new_empty(shape).contiguous(memory_format=torch.channels_last)
