@@ -179,7 +179,7 @@ def test_pad_targets_layout():
     t = torch.tensor([[1, 3, 0.5, 0.5, 0.2, 0.4], [0, 1, 0.25, 0.5, 0.5, 0.5], [1, 2, 0.5, 0.25, 0.1, 0.1]])
     out = pad_targets(t, 3, (200.0, 100.0), nc=5)
     assert out.shape == (3, 2, 5)
-    assert out[0, 0].tolist() == [1, 0.0, 25.0, 75.0, 75.0] and (out[0, 1] == 0).all()
+    assert out[0, 0].tolist() == [1, 0.0, 25.0, 100.0, 75.0] and (out[0, 1] == 0).all()
     assert out[1, 0].tolist() == pytest.approx([3, 80.0, 30.0, 120.0, 70.0])
     assert out[1, 1].tolist() == pytest.approx([2, 90.0, 20.0, 110.0, 30.0])
     assert (out[2] == 0).all()

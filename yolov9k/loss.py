@@ -150,12 +150,11 @@ class DetectionLoss:
     # ---- inputs -------------------------------------------------------------------------------
     def _branches(self, preds: Any) -> list[Maps]:
         """Split ``preds`` into one or two lists of head maps (aux first)."""
-        if isinstance(preds, (tuple, list)) and len(preds) == 2 and not isinstance(preds[0], Tensor):
-            pass
-        elif isinstance(preds, tuple) and len(preds) == 2 and isinstance(preds[0], Tensor):
+        pair = isinstance(preds, (tuple, list)) and len(preds) == 2
+        if pair and isinstance(preds[0], Tensor) and preds[0].dim() == 3:
             preds = preds[1]  # eval-mode GELAN output (y, maps)
-        if isinstance(preds, (tuple, list)) and len(preds) == 2 and isinstance(preds[0], (tuple, list)):
-            first = preds[0][0] if len(preds[0]) else None
+        elif pair and isinstance(preds[0], (tuple, list)) and len(preds[0]) > 0:
+            first = preds[0][0]
             if isinstance(first, Tensor) and first.dim() == 3:  # eval-mode dual ([y_aux, y_main], maps)
                 preds = preds[1]
         dual = isinstance(preds, (tuple, list)) and len(preds) > 0 and isinstance(preds[0], (tuple, list))
