@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["select_device", "resolve_model", "run_dir", "to_inference_model", "LOGGER"]
+__all__ = ["select_device", "check_model_arg", "resolve_model", "run_dir", "to_inference_model", "LOGGER"]
 
 LOGGER = logging.getLogger("yolov9k")
 
@@ -53,6 +53,17 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError("device='mps' is not available on this machine")
     return dev
+
+
+def check_model_arg(model: ModelArg) -> None:
+    """Fail early (before data sets are scanned) when ``model`` names no file and no zoo model."""
+    from yolov9k.models import MODELS
+
+    if isinstance(model, str | os.PathLike) and str(model) not in MODELS:
+        if not Path(model).expanduser().is_file():
+            raise FileNotFoundError(
+                f"model {str(model)!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
+            )
 
 
 def resolve_model(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolov9k.api.runtime import LOGGER, resolve_model, run_dir, select_device
+from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model, run_dir, select_device
 from yolov9k.data.geometry import scale_boxes
 
 __all__ = ["val", "format_table"]
@@ -191,6 +191,7 @@ def val(
     if half and dev.type != "cuda":
         raise ValueError("half=True (fp16 inference) needs a CUDA device")
 
+    check_model_arg(model)
     cfg = load_dataset_config(data if data is not None else ensure_demo_dataset())
     net = resolve_model(model, dev, num_classes=cfg.nc)
     if int(net.nc) != cfg.nc:
