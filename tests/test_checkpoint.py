@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,7 +18,7 @@ from torch import nn
 
 from yolov9k.checkpoint import infer_config, load_checkpoint, load_model, save_checkpoint
 from yolov9k.io.official import module_state_dict, read_official_checkpoint
-from yolov9k.io.safe_pickle import UnsafeCheckpointError, read_torch_zip
+from yolov9k.io.safe_pickle import Record, UnsafeCheckpointError, read_torch_zip
 from yolov9k.models import build_model
 
 NAMES = ("gelan-t", "yolov9-t")
@@ -324,3 +325,32 @@ def test_missing_file_and_foreign_checkpoints(tmp_path: Path, fixtures_dir: Path
     (tmp_path / "future.pt").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="newer"):
         load_checkpoint(tmp_path / "future.pt")
+
+
+def test_legacy_format(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 1))
+    torch.save({"model": net}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="legacy"):
+        load_model(tmp_path / "legacy.pt")
+
+
+def test_numpy_metadata_is_inert(tmp_path: Path) -> None:
+    """An unstripped official last.pt pickles best_fitness as a numpy array: readable, never built."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 1))
+    torch.save({"model": net, "best_fitness": np.array([0.5]), "x": np.float64(0.25)}, tmp_path / "np.pt")
+    got = read_torch_zip(tmp_path / "np.pt")
+    assert isinstance(got["best_fitness"], Record) and isinstance(got["x"], Record)
+    assert torch.equal(module_state_dict(got["model"])["0.weight"], net[0].weight.detach())
+
+
+def test_load_model_fuse(fixture) -> None:
+    fx = fixture("gelan-t")
+    plain = load_model(fx["state_dict"], cfg="gelan-t")
+    fused = load_model(fx["state_dict"], cfg="gelan-t", fuse=True)
+    assert not fused.training
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        y_plain, y_fused = plain(fx["input"]), fused(fx["input"])
+    # README: fusing moves eval y by <= 1.2e-4 px in the official code
+    assert_close_verbose(y_fused, y_plain, atol=2e-4, what="fused vs unfused y")

@@ -170,15 +170,16 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
     """Unpickle ``path`` safely: ``weights_only=True`` first, the restricted unpickler for the
     pickled-module zips that it refuses (official checkpoints)."""
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        hint = " (an untrained zoo model comes from yolov9k.build_model)" if path.suffix == "" else ""
+        raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] != b"PK" and head[:1] != b"\x80":
         raise ValueError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = e
+    except pickle.UnpicklingError:
+        pass  # pickled objects (weights_only refuses them): official checkpoint or foreign content
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         if isinstance(e, FileNotFoundError | PermissionError):
             raise
@@ -187,7 +188,7 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
     if not is_torch_zip(path):
         raise ValueError(
             f"{path} is a legacy (non-zip) torch.save file with pickled objects, which yolov9k does not "
-            f"read; re-save its state_dict with a current torch. Refused: {str(refused)[:200]}"
+            "read (plain legacy state dicts are fine); re-save its state_dict with a current torch"
         )
     if not allow_official:
         raise ValueError(
@@ -275,15 +276,11 @@ def _nc_from_state_dict(sd: Mapping[str, torch.Tensor]) -> int | None:
 
 @functools.lru_cache(maxsize=32)
 def _signature_of_zoo_model(name: str, nc: int) -> dict[str, tuple[int, ...]]:
-    """Parameter names -> shapes of a zoo model, built on the meta device when the model allows it."""
+    """Parameter names -> shapes of a zoo model (built on CPU: the meta device is slower here,
+    its first use pulls in torch's decompositions)."""
     from yolov9k.models import build_model
 
-    try:
-        with torch.device("meta"):
-            model = build_model(name, num_classes=nc)
-    except (NotImplementedError, RuntimeError):  # init code that needs real data: build on CPU
-        model = build_model(name, num_classes=nc)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return {k: tuple(v.shape) for k, v in build_model(name, num_classes=nc).state_dict().items()}
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None) -> str:

@@ -9,7 +9,8 @@ through an allow-list and nothing else.
   built with ``torch.frombuffer`` + ``as_strided`` from the bytes of the zip entry ``data/<key>``;
 - module classes (official ``models.*`` and ``torch.nn.modules.*``), ``argparse.Namespace``:
   :class:`Record` subclasses, inert containers that only keep the pickled ``__dict__``;
-- pathlib paths become ``str``; a few containers and constants (OrderedDict, set, dtypes) pass.
+- pathlib paths become ``str``; numpy arrays/scalars/dtypes become Records (values not needed);
+  a few containers and constants (OrderedDict, set, torch dtypes) pass.
 
 Any other global raises :class:`UnsafeCheckpointError` naming it, before anything is called.
 """
@@ -80,6 +81,11 @@ _OFFICIAL_CLASSES: dict[str, frozenset[str]] = {
     ),
     "models.experimental": frozenset("Sum MixConv2d Ensemble ORT_NMS TRT_NMS ONNX_ORT End2End".split()),
 }
+# numpy objects in training metadata (an unstripped last.pt pickles best_fitness as an ndarray):
+# kept as inert Records too, so such files load; their values are not needed for the weights.
+_NUMPY_GLOBALS = frozenset(
+    f"numpy.{core}.multiarray.{fn}" for core in ("core", "_core") for fn in ("_reconstruct", "scalar")
+) | frozenset({"numpy.ndarray", "numpy.dtype"})
 _TORCH_NN = re.compile(r"torch\.nn\.modules\.[a-z_]+")
 _RECORD_CLASSES: dict[str, type[Record]] = {}
 
@@ -159,6 +165,13 @@ def _device_str(*args: Any) -> str:
     return str(torch.device(*args))
 
 
+def _latin1_bytes(text: Any, encoding: str = "latin1") -> bytes:
+    """Replacement for ``_codecs.encode``: protocol-2 pickles store bytes as latin-1 text."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin-1 text")
+    return text.encode("latin1")
+
+
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """Replacement for ``copyreg._reconstructor`` (protocol 0/1 objects): only Records."""
     if isinstance(cls, type) and issubclass(cls, Record) and base is object and state is None:
@@ -178,6 +191,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Size"): tuple,
     ("torch", "device"): _device_str,
     ("copyreg", "_reconstructor"): _reconstructor,
+    ("_codecs", "encode"): _latin1_bytes,
     ("pathlib", "Path"): _path_to_str(pathlib.PurePath),
     ("pathlib", "PosixPath"): _path_to_str(pathlib.PurePosixPath),
     ("pathlib", "PurePosixPath"): _path_to_str(pathlib.PurePosixPath),
@@ -209,6 +223,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _DTYPE_NAMES:
             return getattr(torch, name)
         if name in _OFFICIAL_CLASSES.get(module, ()) or (module, name) == ("argparse", "Namespace"):
+            return _record_class(qualname)
+        if qualname in _NUMPY_GLOBALS or re.fullmatch(r"numpy\.dtypes\.[A-Za-z0-9]+DType", qualname):
             return _record_class(qualname)
         if _TORCH_NN.fullmatch(module) and name.isidentifier() and name[:1].isupper():
             return _record_class(qualname)
