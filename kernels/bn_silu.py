@@ -325,7 +325,7 @@ def bn_silu_forward_impl(
         if running_mean is None or running_var is None:
             raise ValueError("bn_silu: eval mode needs running_mean and running_var")
         xf, strides = _flat_strides(x)
-        mean, var = running_mean.float(), running_var.float()
+        mean, var = running_mean.float().clone(), running_var.float().clone()  # outputs must not alias
     rstd = torch.rsqrt(var + eps)
     scale = weight.float() * rstd
     shift = bias.float() - mean * scale

@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from yolov9k.ops.fused import check_concat_inputs
+
 __all__ = ["MAX_INPUTS", "concat_conv1x1_silu_triton"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -182,43 +184,13 @@ def _flat_strides(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
     return t, (sn, sh if w == 1 else sw, sc)
 
 
-def check_inputs(inputs: list[Tensor] | tuple[Tensor, ...], weight: Tensor, bias: Tensor | None) -> None:
-    """Clear errors for inputs that the op (any backend) cannot take."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
-        raise ValueError("concat_conv1x1_silu expects a non-empty list of (N, C_i, H, W) tensors")
-    first = inputs[0]
-    for i, t in enumerate(inputs):
-        if not isinstance(t, Tensor) or t.dim() != 4:
-            raise ValueError(f"concat_conv1x1_silu: input {i} must be a 4-D tensor (N, C_i, H, W)")
-        if (t.shape[0], *t.shape[2:]) != (first.shape[0], *first.shape[2:]):
-            raise ValueError(
-                f"concat_conv1x1_silu: input {i} has shape {tuple(t.shape)}, input 0 {tuple(first.shape)}; "
-                "N, H and W must match"
-            )
-        if t.dtype != first.dtype or t.device != first.device:
-            raise ValueError(
-                f"concat_conv1x1_silu: input {i} is {t.dtype} on {t.device}, input 0 {first.dtype} "
-                f"on {first.device}"
-            )
-    k_total = sum(t.shape[1] for t in inputs)
-    if weight.dim() != 4 or weight.shape[1:] != (k_total, 1, 1):
-        raise ValueError(
-            f"concat_conv1x1_silu: weight must be (C_out, {k_total}, 1, 1) for these inputs, "
-            f"got {tuple(weight.shape)}"
-        )
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"concat_conv1x1_silu: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if weight.device != first.device or (bias is not None and bias.device != first.device):
-        raise ValueError("concat_conv1x1_silu: weight and bias must be on the inputs' device")
-
-
 def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
     """silu(conv2d(cat(inputs, 1), weight, bias)) for a 1x1, stride-1, ungrouped ``weight``.
 
     Args: inputs, a list of (N, C_i, H, W) tensors of one dtype; weight (C_out, sum C_i, 1, 1);
     bias (C_out,) or None. Returns (N, C_out, H, W) in the inputs' dtype, channels-last.
     """
-    check_inputs(inputs, weight, bias)
+    check_concat_inputs(inputs, weight, bias)
     inputs = list(inputs)
     if len(inputs) > MAX_INPUTS:  # rare (no zoo block has more): fold the tail into one input
         inputs = [*inputs[: MAX_INPUTS - 1], torch.cat(inputs[MAX_INPUTS - 1 :], 1)]
