@@ -552,7 +552,7 @@ class Trainer:
         set_epoch_lr(self.optimizer, self.lf, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         mloss = torch.zeros(3)
-        n_ok = 0
+        n_ok = pending = 0
         progress = _Progress(self, epoch)
         for i, (imgs, targets, _files, _shapes) in enumerate(self.train_loader):
             ni = i + self.nb * epoch
@@ -566,8 +566,10 @@ class Trainer:
             if ok:
                 mloss = (mloss * n_ok + items.float().cpu()) / (n_ok + 1)
                 n_ok += 1
-            if ni - self.last_opt_step >= self.accumulate:
+            pending += int(ok)
+            if ni - self.last_opt_step >= self.accumulate and pending:  # nothing to apply after skips only
                 self.optimizer_step(ni)
+                pending = 0
             if epoch == self.start_epoch and i < 3 and self.is_main and a["plots"]:
                 from yolov9k.engine.plots import plot_batch
 

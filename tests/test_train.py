@@ -1,0 +1,277 @@
+"""Training engine: options, optimizer/warm-up/EMA rules, and short end-to-end runs on a tiny demo set."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from yolov9k.checkpoint import load_checkpoint, load_model
+from yolov9k.engine import ConfigError, Trainer, parse_cli_overrides, resolve_config, train, validate
+from yolov9k.engine.ema import ModelEMA
+from yolov9k.engine.optim import (
+    accumulate_steps,
+    apply_warmup,
+    build_optimizer,
+    lr_factor,
+    warmup_iterations,
+)
+from yolov9k.loss import DetectionLoss
+from yolov9k.models import build_model
+
+# a tiny, fast run: accumulate 1 (nbs = batch), no warm-up and a higher lr so that the weights move from the
+# first step, and no augmentation so that both epochs see the same images (the loss must fall within 8 steps)
+NO_AUG = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, translate=0.0, scale=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0)
+TINY = dict(
+    model="gelan-t", epochs=2, imgsz=64, batch=4, workers=0, device="cpu", nbs=4, warmup_epochs=0.0, lr0=0.05,
+    **NO_AUG,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run single-threaded: on a shared 2-core machine OpenMP spinning makes multi-thread runs crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from yolov9k.data import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    return str(generate_demo_dataset(root / "set", num_train=16, num_val=8, imgsz=64, seed=0))
+
+
+# ---- options ------------------------------------------------------------------------------------------
+
+
+def test_unknown_option_suggests_the_closest_key():
+    with pytest.raises(ConfigError, match=r"unknown training option 'lr'.*'lr0'"):
+        resolve_config({"lr": 0.1})
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        train(epoch=3)  # fails before touching data or models
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("epochs", "ten", "integer"),
+        ("epochs", 2.5, "integer"),
+        ("epochs", 0, "> 0"),
+        ("lr0", float("nan"), "finite"),
+        ("amp", "fp8", "one of"),
+        ("cos_lr", 1, "True or False"),
+        ("iou", 1.5, r"\[0, 1\]"),
+    ],
+)
+def test_bad_option_values_are_rejected(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_config({key: value})
+
+
+def test_overrides_and_cli_parsing():
+    cfg = resolve_config(
+        parse_cli_overrides(["epochs=3", "lr0=0.02", "amp=false", "name=run1", "cos_lr=true"])
+    )
+    assert (cfg["epochs"], cfg["lr0"], cfg["amp"], cfg["name"], cfg["cos_lr"]) == (
+        3,
+        0.02,
+        False,
+        "run1",
+        True,
+    )
+    assert cfg["momentum"] == 0.937 and cfg["mosaic"] == 1.0  # official hyp.scratch-high defaults
+    assert resolve_config({"hyp": {"mosaic": 0.5}, "lr0": 0.03})["mosaic"] == 0.5
+    with pytest.raises(ConfigError, match="did you mean 'mixup'"):
+        resolve_config({"hyp": {"mixupp": 0.1}})
+
+
+# ---- optimizer, schedule, EMA -------------------------------------------------------------------------
+
+
+def test_param_groups_follow_the_official_split():
+    m = build_model("gelan-t", num_classes=3)
+    opt = build_optimizer(m, "SGD", lr=0.01, momentum=0.937, weight_decay=5e-4)
+    names = {id(p): n for n, p in m.named_parameters()}
+    bias, weight, norm = (g["params"] for g in opt.param_groups)
+    assert all(names[id(p)].endswith(".bias") for p in bias)
+    assert all(".bn." in names[id(p)] and names[id(p)].endswith(".weight") for p in norm)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
+    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == trainable
+    assert opt.param_groups[0]["nesterov"] is True
+
+
+def test_warmup_and_lr_schedule_values():
+    assert warmup_iterations(3.0, 10) == 100 and warmup_iterations(3.0, 1000) == 3000
+    assert accumulate_steps(64, 16) == 4 and accumulate_steps(64, 100) == 1
+    lf = lr_factor(100, 0.01)
+    assert lf(0) == 1.0 and math.isclose(lf(100), 0.01) and math.isclose(lf(50), 0.505)
+    cos = lr_factor(100, 0.01, cosine=True)
+    assert cos(0) == 1.0 and math.isclose(cos(100), 0.01) and math.isclose(cos(50), 0.505)
+
+    m = build_model("gelan-t", num_classes=3)
+    opt = build_optimizer(m, "SGD", lr=0.01)
+    hyp = {"warmup_bias_lr": 0.1, "warmup_momentum": 0.8, "momentum": 0.937}
+    acc = apply_warmup(opt, 0, 100, 0, lf, hyp, nbs=64, batch=16)
+    assert acc == 1 and [g["lr"] for g in opt.param_groups] == [0.1, 0.0, 0.0]
+    assert opt.param_groups[1]["momentum"] == 0.8
+    acc = apply_warmup(opt, 50, 100, 0, lf, hyp, nbs=64, batch=16)
+    assert acc == 2  # round(2.5) half-to-even, as numpy
+    assert np.allclose([g["lr"] for g in opt.param_groups], [0.055, 0.005, 0.005])
+    assert math.isclose(opt.param_groups[2]["momentum"], 0.8685)
+    acc = apply_warmup(opt, 100, 100, 1, lf, hyp, nbs=64, batch=16)
+    assert acc == 4 and np.allclose([g["lr"] for g in opt.param_groups], 0.01 * lf(1))
+
+
+def test_ema_follows_the_official_decay():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    m.nc, m.names = 1, {0: "a"}
+    ema = ModelEMA(m, decay=0.9999, tau=2000)
+    e0 = copy.deepcopy(ema.ema.state_dict())
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+        m[1].running_mean.add_(2.0)
+    m[1].num_batches_tracked += 5
+    ema.update(m)
+    d = 0.9999 * (1 - math.exp(-1 / 2000))
+    want = d * e0["0.weight"] + (1 - d) * m[0].weight.detach()
+    torch.testing.assert_close(ema.ema[0].weight, want, rtol=0, atol=1e-7)
+    torch.testing.assert_close(ema.ema[1].running_mean, (1 - d) * torch.full((4,), 2.0), rtol=0, atol=1e-7)
+    assert int(ema.ema[1].num_batches_tracked) == 5 and ema.updates == 1
+    assert not any(p.requires_grad for p in ema.ema.parameters())
+
+
+# ---- end-to-end ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    """One 2-epoch run; also keeps the initial weights for the loss comparison."""
+    project = tmp_path_factory.mktemp("runs")
+    trainer = Trainer(dict(TINY, data=tiny_data, project=str(project)))
+    start = {}
+    trainer.add_callback("on_pretrain_end", lambda t: start.update(copy.deepcopy(t.net.state_dict())))
+    result = trainer.fit()
+    return trainer, result, start
+
+
+def test_two_epochs_write_the_run_files(tiny_run):
+    trainer, result, _ = tiny_run
+    d = result["save_dir"]
+    assert d.name == "exp" and d.parent.name == "train"
+    for f in ("args.yaml", "weights/last.pt", "weights/best.pt", "results.csv", "train_batch0.jpg"):
+        assert (d / f).is_file(), f
+    args = yaml.safe_load((d / "args.yaml").read_text())
+    assert args["epochs"] == 2 and args["imgsz"] == 64 and args["nbs"] == 4
+
+    ck = torch.load(d / "weights" / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["format"] == "yolov9k" and ck["epoch"] == 1 and ck["trainer_version"] == 1
+    assert {"ema", "optimizer", "rng", "args", "best_fitness"} <= ck.keys()
+    assert len(ck["optimizer"]["param_groups"]) == 3
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+    best = load_model(d / "weights" / "best.pt")
+    assert best.nc == 5 and best.names[0] == load_checkpoint(d / "weights" / "best.pt")["names"][0]
+
+    with open(d / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("train/box_loss", "metrics/mAP50-95", "val/cls_loss", "lr/pg0", "lr/pg2"):
+        assert all(math.isfinite(float(r[key])) for r in rows), key
+    assert float(rows[0]["lr/pg1"]) == pytest.approx(0.05)  # no warm-up: lr0 * lf(0)
+    assert float(rows[1]["lr/pg1"]) == pytest.approx(0.05 * ((1 - 1 / 2) * 0.99 + 0.01))
+    assert result["epochs_completed"] == 2 and result["nan_skips"] == 0
+    assert set(result["metrics"]) >= {
+        "map50_95",
+        "map50",
+        "precision",
+        "recall",
+        "loss",
+        "speed",
+        "per_class",
+    }
+
+
+def _train_loss(state: dict, batch) -> float:
+    m = build_model("gelan-t", num_classes=5)
+    m.load_state_dict(state)
+    imgs, targets = batch[:2]
+    with torch.no_grad():
+        return float(DetectionLoss(m)(m.train()(imgs.float() / 255), targets)[1].sum())
+
+
+def test_training_lowers_the_loss(tiny_run):
+    trainer, result, start = tiny_run
+    with open(result["save_dir"] / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    epoch_loss = [sum(float(r[f"train/{k}_loss"]) for k in ("box", "cls", "dfl")) for r in rows]
+    assert epoch_loss[1] < epoch_loss[0], epoch_loss
+    batch = next(iter(trainer.train_loader))
+    before, after = (
+        _train_loss(start, batch),
+        _train_loss(load_checkpoint(result["last"])["state_dict"], batch),
+    )
+    assert after < 0.9 * before, (before, after)
+    # validation ran on real data with the loss of the same forward pass
+    m = validate(
+        load_model(result["best"]), trainer.val_loader, loss_fn=DetectionLoss(load_model(result["best"]))
+    )
+    assert m["num_images"] == 8 and m["num_targets"] > 0
+    assert (
+        np.allclose(m["loss"], result["metrics"]["loss"], rtol=1e-5)
+        and m["map50"] == result["metrics"]["map50"]
+    )
+    # the EMA weights moved away from the initial ones
+    last = load_checkpoint(result["last"])
+    moved = max((last["ema"][k].float() - v.float()).abs().max().item() for k, v in start.items())
+    assert moved > 1e-3
+
+
+def test_nan_loss_skips_the_step_and_is_counted(tiny_data, tmp_path):
+    trainer = Trainer(dict(TINY, data=tiny_data, project=str(tmp_path), epochs=1, plots=False))
+    calls = {"n": 0}
+
+    def poison(t: Trainer) -> None:
+        real = t.loss_fn
+
+        def loss_fn(preds, targets):
+            total, items = real(preds, targets)
+            calls["n"] += 1
+            return (total * float("nan"), items) if calls["n"] == 2 else (total, items)
+
+        t.loss_fn = loss_fn
+
+    trainer.add_callback("on_pretrain_end", poison)
+    result = trainer.fit()
+    assert calls["n"] == 4 and result["nan_skips"] == 1 and trainer.nan_skips == 1
+    ck = load_checkpoint(result["last"])
+    assert ck["nan_skips"] == 1
+    for sd in (ck["state_dict"], ck["ema"]):
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+    # 3 good batches with accumulate 1 -> 3 optimizer steps -> 3 EMA updates
+    assert ck["ema_updates"] == 3
+    with open(result["save_dir"] / "results.csv", newline="") as f:
+        assert list(csv.DictReader(f))[-1]["nan_skips"] == "1"
+
+
+def test_too_many_nan_skips_abort_with_a_clear_error(tiny_data, tmp_path):
+    trainer = Trainer(
+        dict(TINY, data=tiny_data, project=str(tmp_path), epochs=1, plots=False, max_nan_skips=1)
+    )
+
+    def poison(t: Trainer) -> None:
+        real = t.loss_fn
+        t.loss_fn = lambda p, tg: (lambda r: (r[0] * float("inf"), r[1]))(real(p, tg))
+
+    trainer.add_callback("on_pretrain_end", poison)
+    with pytest.raises(FloatingPointError, match="max_nan_skips=1"):
+        trainer.fit()
