@@ -44,7 +44,7 @@ _CHUNK_ELEMS_CUDA = 1 << 25
 
 def _box_terms(boxes: Tensor, eps: float) -> dict[str, Tensor]:
     """Per-box pieces of CIoU, in the official operation order. boxes (..., 4) xyxy -> dict of (...)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
+    x1, y1, x2, y2 = (c.contiguous() for c in boxes.unbind(-1))
     w = x2 - x1
     h = y2 - y1 + eps
     return {
@@ -148,9 +148,12 @@ def _assign_chunk(
     del ranked, at_kth
 
     # An anchor claimed by several gts goes to the gt of largest overlap among all gts.
+    # (Reductions over M use amax/amin, which vectorise along A; argmax over dim 1 does not.)
     n_claims = selected.sum(1, dtype=torch.int32)  # (Bc, A)
-    first_claim = selected.to(torch.uint8).argmax(1)  # 0 for background
-    target_gt_idx = torch.where(n_claims > 1, overlaps.argmax(1), first_claim)
+    gt_range = torch.arange(m, device=labels.device, dtype=torch.int32)[None, :, None]
+    claimed_gt = torch.where(selected, gt_range, 0).amax(1)  # the claiming gt if only one, 0 if none
+    best_overlap_gt = torch.where(overlaps == overlaps.amax(1, keepdim=True), gt_range, m).amin(1)
+    target_gt_idx = torch.where(n_claims > 1, best_overlap_gt, claimed_gt).long()  # first max, as argmax
     fg = n_claims > 0
     del selected
 
