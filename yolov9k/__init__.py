@@ -9,7 +9,7 @@ from __future__ import annotations
 from yolov9k import ops
 from yolov9k.checkpoint import load_checkpoint, load_model, save_checkpoint
 from yolov9k.loss import DetectionLoss
-from yolov9k.models import MODELS, DetectionModel, build_model
+from yolov9k.models import MODELS, DetectionModel, build_model, load_config, model_info, reparameterize
 
 __version__ = "0.1.0"
 
@@ -20,7 +20,10 @@ __all__ = [
     "__version__",
     "build_model",
     "load_checkpoint",
+    "load_config",
     "load_model",
+    "model_info",
     "ops",
+    "reparameterize",
     "save_checkpoint",
 ]
