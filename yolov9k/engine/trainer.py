@@ -280,7 +280,7 @@ class Trainer:
             raise ConfigError(f"batch={a['batch']} must be a multiple of WORLD_SIZE={self.dist.world_size}")
         self.batch_local = a["batch"] // self.dist.world_size
         self._setup_determinism()
-        _seed_everything(a["seed"] + 1 + self.dist.rank)
+        _seed_everything(a["seed"])  # the same initial weights on every rank and in a single process
         self.hyp = hyp_from_config(a)
         self._setup_amp()
         self.setup_save_dir()
