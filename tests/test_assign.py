@@ -11,11 +11,31 @@ from conftest import assert_close_verbose
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from yolov9k.ops import _dispatch, use_backend
 from yolov9k.ops.assign import assign
 from yolov9k.ops.boxes import bbox_iou
 
 # the module (``yolov9k.ops.assign`` may be shadowed by the function of the same name in yolov9k.ops)
 assign_mod = importlib.import_module("yolov9k.ops.assign")
+
+
+def _cpu_backends() -> list[str]:
+    out = ["torch"]
+    with use_backend("cpp"):
+        try:
+            _dispatch.select("assign", "cpu")
+            out.append("cpp")
+        except _dispatch.BackendUnavailableError:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True, params=_cpu_backends())
+def backend(request):
+    """Every test runs on the reference and on each native CPU backend that is built."""
+    with use_backend(request.param):
+        yield request.param
+
 
 # ---------------------------------------------------------------------------------------------
 # Official fixture
@@ -66,8 +86,10 @@ def test_fixture_fp16_scores_exact(tal):
     _check_against_fixture(assign(*_fixture_args(tal, torch.float16)), tal)
 
 
-def test_fixture_chunked_equals_whole(tal, monkeypatch):
+def test_fixture_chunked_equals_whole(tal, monkeypatch, backend):
     """Chunking over images (one image per chunk here) does not change any bit."""
+    if backend != "torch":
+        pytest.skip("chunking is a property of the reference")
     monkeypatch.setattr(assign_mod, "_CHUNK_ELEMS_CPU", 1)
     _check_against_fixture(assign(*_fixture_args(tal)), tal)
 
@@ -168,7 +190,11 @@ def assign_inputs(draw, disjoint: bool = False):
     return (scores, pd, anc, labels * mask, gt * mask, mask), topk
 
 
-HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @HYP
