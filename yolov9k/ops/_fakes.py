@@ -47,3 +47,31 @@ def _postprocess_fake(
         pred.new_empty((batch, max_det, 6), dtype=torch.float32),
         pred.new_empty((batch,), dtype=torch.int64),
     )
+
+
+# --- task-aligned assigner (csrc/assign.cpp) ----------------------------------------------------
+
+
+@torch.library.register_fake("yolov9k::assign")
+def _assign_fake(
+    pd_scores: Tensor,
+    pd_bboxes: Tensor,
+    anc_points: Tensor,
+    gt_labels: Tensor,
+    gt_bboxes: Tensor,
+    mask_gt: Tensor,
+    topk: int = 10,
+    alpha: float = 0.5,
+    beta: float = 6.0,
+    eps: float = 1e-9,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    torch._check(pd_scores.dim() == 3, lambda: "pd_scores must be (B, A, C)")
+    torch._check(pd_bboxes.dim() == 3 and pd_bboxes.shape[2] == 4, lambda: "pd_bboxes must be (B, A, 4)")
+    bsz, n_anchor, n_cls = pd_scores.shape
+    return (
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.int64),
+        pd_scores.new_empty((bsz, n_anchor, 4), dtype=torch.float32),
+        pd_scores.new_empty((bsz, n_anchor, n_cls), dtype=torch.float32),
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.bool),
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.int64),
+    )

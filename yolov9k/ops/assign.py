@@ -233,6 +233,25 @@ def assign_reference(
 _dispatch.register("assign", "torch", assign_reference)
 
 
+def _native_assign(*args) -> AssignResult:
+    """C++ kernel ``yolov9k::assign`` (csrc/cpu/assign_kernel.cpp): the same results without any
+    (B, M, A) tensor. float64 boxes go to the reference (the kernel computes in float32)."""
+    if args[1].dtype == torch.float64:
+        return assign_reference(*args)
+    return torch.ops.yolov9k.assign(*args)
+
+
+def _triton_assign(*args) -> AssignResult:
+    """Triton kernels (``yolov9k.kernels.assign``; CUDA tensors, or CPU under TRITON_INTERPRET=1)."""
+    from yolov9k.kernels.assign import assign_triton  # noqa: PLC0415  (triton is optional)
+
+    return assign_triton(*args)
+
+
+_dispatch.register("assign", "cpp", _native_assign, native_op="assign")
+_dispatch.register("assign", "triton", _triton_assign)
+
+
 def _check(name: str, t: Tensor, shape: tuple[int | None, ...], floating: bool = True) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"assign: {name} must be a Tensor, got {type(t).__name__}")
