@@ -1,0 +1,179 @@
+"""The ``yolov9k`` command: help of every verb, unknown options, every verb end to end, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from yolov9k.cli import VERBS, main
+
+IMGSZ = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demo_yaml(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "demo"
+    assert (
+        main(["demo-data", "--root", str(root), "--num-train", "8", "--num-val", "4", "--imgsz", "96"]) == 0
+    )
+    return root / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from yolov9k.checkpoint import save_checkpoint
+    from yolov9k.models import build_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "gelan-t5.pt", build_model("gelan-t", num_classes=5)
+    )
+
+
+KEY_OPTIONS = {
+    "train": ["--epochs", "--imgsz", "--batch", "--data", "--resume", "--lr0", "--mosaic"],
+    "val": ["--model", "--data", "--conf", "--iou", "--save-json", "--split"],
+    "predict": ["--model", "--source", "--conf", "--save-txt", "--save-json", "--classes"],
+    "export": ["--model", "--format", "--nms", "--opset", "--max-det", "--dynamic"],
+    "convert": ["--source", "--output", "--reparameterize", "--half"],
+    "demo-data": ["--root", "--num-train", "--num-val", "--seed"],
+    "bench": ["--full", "--device", "--ops", "--repeat"],
+    "info": ["--model", "--imgsz", "--fuse"],
+}
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_of_every_verb(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    missing = [o for o in KEY_OPTIONS[verb] if o not in out]
+    assert not missing, f"{verb} --help does not mention {missing}"
+
+
+def test_help_defaults_are_the_api_defaults(capsys):
+    from yolov9k.engine.config import DEFAULTS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {DEFAULTS['epochs']})" in out and "initial learning rate" in out
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "confidence threshold (default: 0.25)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["val", "--model", "m.pt", "--confidence", "0.1"], "--conf"),
+        (["predict", "--model", "m.pt", "--sourc", "x"], "--source"),
+        (["train", "--epoch", "3"], "--epochs"),
+        (["export", "--model", "m.pt", "--opset-version", "12"], "--opset"),
+    ],
+)
+def test_unknown_option_fails_with_a_suggestion(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and f"did you mean {hint}" in err
+
+
+def test_train_option_types_are_checked(capsys):
+    assert main(["train", "--epochs", "many"]) == 1
+    assert "epochs" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("yolov9k") or os.path.join(os.path.dirname(sys.executable), "yolov9k")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed (pip install -e .)")
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and all(v in r.stdout for v in VERBS)
+
+
+def test_val_predict_export_info_end_to_end(demo_yaml, ckpt, tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    common = ["--imgsz", str(IMGSZ), "--device", "cpu", "--project", runs]
+    assert main(["val", "--model", str(ckpt), "--data", str(demo_yaml), "--batch", "4", "--workers", "0",
+                 "--plots", "false", "--save_json", *common]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "mAP50-95" in out
+    rows = json.loads((tmp_path / "runs" / "val" / "exp" / "predictions.json").read_text())
+    assert isinstance(rows, list)
+
+    images = demo_yaml.parent / "images" / "val"
+    assert main(["predict", "--model", str(ckpt), "--source", str(images), "--conf", "0.001", "--save-txt",
+                 "--save-json", "--name", "p", *common]) == 0  # fmt: skip
+    pred_dir = tmp_path / "runs" / "predict" / "p"
+    assert len(list(pred_dir.glob("*.jpg"))) + len(list(pred_dir.glob("*.png"))) == 4
+    assert len(json.loads((pred_dir / "predictions.json").read_text())) == 4
+
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(ckpt), "--imgsz", str(IMGSZ), "--file", str(onnx), "--nms"]) == 0
+    assert onnx.is_file() and f"exported {onnx}" in capsys.readouterr().out
+
+    assert main(["info", "--model", str(ckpt), "--imgsz", "320"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "GFLOPs at 320" in out and "ops_cpu" in out
+
+
+def test_convert_bench_demo_end_to_end(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "y9.pt"
+    assert (
+        main(["convert", "--source", str(fixtures_dir / "gelan-t_official_format.pt"), "--output", str(out)])
+        == 0
+    )
+    assert torch.load(out, weights_only=True)["format"] == "yolov9k"
+    capsys.readouterr()
+    assert main(["bench", "--ops", "box_iou", "--model", "none", "--repeat", "1", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "box_iou" in table and "torch" in table and "postprocess" not in table
+
+
+def test_train_end_to_end(demo_yaml, tmp_path, capsys):
+    small = ["--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--workers", "0", "--device", "cpu"]
+    where = ["--project", str(tmp_path), "--name", "t", "--plots", "false"]
+    code = main(["train", "--model", "gelan-t", "--data", str(demo_yaml), *small, *where])
+    assert code == 0
+    assert (tmp_path / "train" / "t" / "weights" / "last.pt").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(demo_yaml, ckpt, tmp_path, capsys):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    assert main(["convert", "--source", str(text), "--output", str(tmp_path / "o.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "not a PyTorch checkpoint" in err and "Traceback" not in err
+    assert (
+        main(["predict", "--model", str(ckpt), "--source", str(tmp_path / "none.jpg"), "--device", "cpu"])
+        == 1
+    )
+    assert "source not found" in capsys.readouterr().err
+    assert main(["val", "--model", str(tmp_path / "missing.pt"), "--data", str(demo_yaml)]) == 1
+    assert "neither a checkpoint file nor a zoo name" in capsys.readouterr().err
+    # a corrupt image in a predict folder is skipped and reported, the run succeeds
+    folder = tmp_path / "imgs"
+    shutil.copytree(demo_yaml.parent / "images" / "val", folder)
+    (folder / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    opts = ["--imgsz", str(IMGSZ), "--device", "cpu", "--project", str(tmp_path / "runs"), "--save", "false"]
+    assert main(["predict", "--model", str(ckpt), "--source", str(folder), *opts]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 1 unreadable input(s)" in captured.err and "zz_corrupt.png" in captured.err
+    assert "4 image(s) done" in captured.out
