@@ -3,7 +3,7 @@
 Our format is a dict of plain types and tensors, read back with ``torch.load(weights_only=True)``::
 
     {"format": "yolov9k", "version": 1, "cfg": <model config dict>, "nc": int,
-     "names": {idx: name}, "stride": [8.0, 16.0, 32.0], "state_dict": {...},
+     "names": {idx: name}, "stride": [8.0, 16.0, 32.0], "fused": bool, "state_dict": {...},
      # optional, written by the trainer: "ema", "optimizer", "scaler", "epoch", "rng", "args", ...}
 
 :func:`load_model` also reads official pickled checkpoints (through the restricted unpickler in
@@ -101,6 +101,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         "nc": int(model.nc),
         "names": {int(k): str(v) for k, v in dict(model.names).items()},
         "stride": [float(s) for s in stride] if stride is not None else None,
+        "fused": _is_fused(model),
         "state_dict": model.state_dict(),
     }
     ckpt.update({k: _check_plain(v, k) for k, v in extra.items()})
@@ -119,6 +120,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _is_fused(model: nn.Module) -> bool:
+    """True once ``model.fuse()`` ran: its Conv blocks have dropped their BatchNorm (``bn is None``)."""
+    return any(hasattr(m, "bn") and m.bn is None for m in model.modules())
+
+
+def _looks_fused(sd: Mapping[str, torch.Tensor]) -> bool:
+    return not any(".bn." in k for k in sd)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -212,6 +222,7 @@ class _Weights:
     nc: int | None = None
     names: dict[int, str] | None = None
     stride: list[float] | None = None
+    fused: bool = False
 
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -245,10 +256,9 @@ def _weights_from(obj: Any, where: str) -> _Weights:
     elif _is_ours(obj):
         ck = _check_ours(obj, where)
         sd = ck.get("ema") if _is_state_dict(ck.get("ema")) else ck["state_dict"]
-        names = ck.get("names")
-        return _Weights(
-            _clean_keys(sd), ck["cfg"], ck["nc"], dict(names) if names else None, ck.get("stride")
-        )
+        names = dict(ck["names"]) if ck.get("names") else None
+        fused = bool(ck.get("fused"))
+        return _Weights(_clean_keys(sd), ck["cfg"], ck["nc"], names, ck.get("stride"), fused)
     elif _is_state_dict(obj):
         return _Weights(_clean_keys(obj))
     elif isinstance(obj, Mapping):
@@ -275,12 +285,23 @@ def _nc_from_state_dict(sd: Mapping[str, torch.Tensor]) -> int | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _signature_of_zoo_model(name: str, nc: int) -> dict[str, tuple[int, ...]]:
+def _zoo_layer_count(name: str) -> int:
+    from yolov9k.models import load_config
+
+    cfg = load_config(name)
+    return len(cfg["backbone"]) + len(cfg["head"])
+
+
+@functools.lru_cache(maxsize=32)
+def _signature_of_zoo_model(name: str, nc: int, fused: bool) -> dict[str, tuple[int, ...]]:
     """Parameter names -> shapes of a zoo model (built on CPU: the meta device is slower here,
     its first use pulls in torch's decompositions)."""
     from yolov9k.models import build_model
 
-    return {k: tuple(v.shape) for k, v in build_model(name, num_classes=nc).state_dict().items()}
+    model = build_model(name, num_classes=nc)
+    if fused:
+        model.fuse()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None) -> str:
@@ -290,18 +311,19 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None
         ValueError: no zoo config (or more than one) matches.
     """
     from yolov9k.models import MODELS
-    from yolov9k.models.model import load_config
 
     sd = _clean_keys(state_dict)
     nc = num_classes or _nc_from_state_dict(sd)
     if nc is None:
         raise ValueError("cannot infer the model: no detection head (model.N.cv3.0.2.weight) in the weights")
     want = {k: tuple(v.shape) for k, v in sd.items()}
+    fused = _looks_fused(sd)
     n_layers = 1 + max((int(k.split(".")[1]) for k in sd if re.match(r"model\.\d+\.", k)), default=-1)
     matches = []
     for name in MODELS:
-        cfg = load_config(name)
-        if len(cfg["backbone"]) + len(cfg["head"]) == n_layers and _signature_of_zoo_model(name, nc) == want:
+        if _zoo_layer_count(name) != n_layers:  # cheap filter before building
+            continue
+        if _signature_of_zoo_model(name, nc, fused) == want:
             matches.append(name)
     if len(matches) != 1:
         found = "no zoo config" if not matches else f"several zoo configs ({matches})"
@@ -379,6 +401,8 @@ def load_model(
     ckpt_nc = w.nc or _nc_from_state_dict(w.state_dict)
     partial = num_classes is not None and ckpt_nc is not None and num_classes != ckpt_nc
     model = _build(cfg, num_classes or ckpt_nc)
+    if w.fused or _looks_fused(w.state_dict):  # weights of a fused model: fuse first, then load
+        model.fuse()
     _load_weights(model, w.state_dict, partial, where)
     if w.names and not partial:
         if len(w.names) != model.nc:
