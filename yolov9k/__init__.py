@@ -7,7 +7,7 @@ train / val / predict / export entry points (imported lazily: they pull in data 
 from __future__ import annotations
 
 from yolov9k import ops
-from yolov9k.checkpoint import load_checkpoint, load_model, save_checkpoint
+from yolov9k.checkpoint import UnsafeCheckpointError, load_checkpoint, load_model, save_checkpoint
 from yolov9k.loss import DetectionLoss
 from yolov9k.models import MODELS, DetectionModel, build_model, load_config, model_info, reparameterize
 
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MODELS",
+    "UnsafeCheckpointError",
     "DetectionLoss",
     "DetectionModel",
     "__version__",
