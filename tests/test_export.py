@@ -115,6 +115,7 @@ def test_full_model_with_nms(model, fused, tmp_path):
     assert _check_against_postprocess(_run(path, x), y, 1e-4, 0.5, 30, box_atol=1e-3) > 5
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_equals_eager(model, fused, tmp_path):
     path = export(model, format="torchscript", imgsz=IMGSZ, file=tmp_path / "m.torchscript")
     extra = {"config.txt": ""}

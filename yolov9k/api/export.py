@@ -48,7 +48,7 @@ def _selected_indices(boxes: Tensor, scores: Tensor, max_per_class: int, iou: fl
             score is > ``conf``; per image and class greedy NMS (IoU > ``iou`` suppresses) keeps at
             most ``max_per_class`` boxes, best score first.
     """
-    from yolov9k.ops.nms import batched_nms
+    from yolov9k.ops import batched_nms
 
     rows = []
     for b in range(boxes.shape[0]):

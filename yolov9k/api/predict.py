@@ -210,7 +210,7 @@ def predict(
     Raises:
         FileNotFoundError: no source / model file. ValueError: bad arguments.
     """
-    from yolov9k.ops.nms import postprocess
+    from yolov9k.ops import postprocess
 
     dev = select_device(device)
     if half and dev.type != "cuda":
@@ -287,7 +287,7 @@ def predict(
         out.close()
 
     n = max(len(results), 1)
-    results.speed = {k: 1e3 * v / n for k, v in zip(("preprocess", "inference", "postprocess"), times)}
+    results.speed = {k: float(1e3 * v / n) for k, v in zip(("preprocess", "inference", "postprocess"), times)}
     if save_json and save_dir is not None:
         _write_json(save_dir / "predictions.json", results)
     LOGGER.info(

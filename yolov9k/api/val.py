@@ -51,7 +51,7 @@ class _RecordingModel(nn.Module):
         self.dets: list[list[torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        from yolov9k.ops.nms import postprocess
+        from yolov9k.ops import postprocess
 
         out = self.model(x, **kwargs)
         y = out[0] if isinstance(out, tuple) else out
