@@ -13,6 +13,24 @@ from yolov9k.models import MODELS, DetectionModel, build_model, load_config, mod
 
 __version__ = "0.1.0"
 
+# Entry points that pull in data loading, plotting and export code: imported on first use.
+_LAZY = {
+    "train": "yolov9k.engine",
+    "val": "yolov9k.api",
+    "predict": "yolov9k.api",
+    "export": "yolov9k.api",
+    "convert": "yolov9k.api",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'yolov9k' has no attribute {name!r}")
+
+
 __all__ = [
     "MODELS",
     "UnsafeCheckpointError",
@@ -20,11 +38,16 @@ __all__ = [
     "DetectionModel",
     "__version__",
     "build_model",
+    "convert",
+    "export",
     "load_checkpoint",
     "load_config",
     "load_model",
     "model_info",
     "ops",
+    "predict",
     "reparameterize",
     "save_checkpoint",
+    "train",
+    "val",
 ]
