@@ -5,7 +5,34 @@
 // postprocess: the official YOLOv9 non_max_suppression for a whole batch, with fixed-size outputs
 //   (dets (B, max_det, 6) float32 [x1, y1, x2, y2, conf, cls] zero-padded, counts (B) int64).
 //   class_mask: optional bool (nc,) on pred's device, True for the classes to keep.
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
+
+#include "common/checks.h"
+
+namespace yolov9k {
+
+// Argument checks of postprocess shared by the CPU and CUDA kernels: clear errors, no crashes.
+void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
+                            const c10::optional<at::Tensor>& class_mask) {
+  TORCH_CHECK(pred.dim() == 3 && pred.size(1) >= 5,
+              "yolov9k::postprocess: pred must have shape (B, 4 + nc, A) with nc >= 1, got ", pred.sizes());
+  check_floating(pred, "pred");
+  TORCH_CHECK(conf >= 0 && conf <= 1, "yolov9k::postprocess: conf_thres must be in [0, 1], got ", conf);
+  TORCH_CHECK(iou >= 0 && iou <= 1, "yolov9k::postprocess: iou_thres must be in [0, 1], got ", iou);
+  TORCH_CHECK(max_det >= 1 && max_nms >= 1, "yolov9k::postprocess: max_det and max_nms must be >= 1, got ",
+              max_det, " and ", max_nms);
+  if (class_mask.has_value()) {
+    const at::Tensor& m = *class_mask;
+    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 1 && m.size(0) == pred.size(1) - 4,
+                "yolov9k::postprocess: class_mask must be a bool tensor of shape (nc,) = (", pred.size(1) - 4,
+                ",), got ", m.scalar_type(), " ", m.sizes());
+    TORCH_CHECK(m.device() == pred.device(), "yolov9k::postprocess: class_mask on ", m.device(),
+                ", pred on ", pred.device());
+  }
+}
+
+}  // namespace yolov9k
 
 TORCH_LIBRARY_FRAGMENT(yolov9k, m) {
   m.def(

@@ -22,6 +22,11 @@
 #include "common/checks.h"
 
 namespace yolov9k {
+
+// Defined in csrc/nms.cpp (shared with the CUDA registration).
+void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
+                            const c10::optional<at::Tensor>& class_mask);
+
 namespace {
 
 constexpr float kMaxWH = 7680.f;  // px, the official per-class coordinate offset
@@ -214,25 +219,6 @@ int64_t postprocess_image(const float* p, const PostprocessArgs& a, float* out) 
     row[0] = x1, row[1] = y1, row[2] = x2, row[3] = y2, row[4] = c.score, row[5] = static_cast<float>(k);
   }
   return count;
-}
-
-void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
-                            const c10::optional<at::Tensor>& class_mask) {
-  TORCH_CHECK(pred.dim() == 3 && pred.size(1) >= 5,
-              "yolov9k::postprocess: pred must have shape (B, 4 + nc, A) with nc >= 1, got ", pred.sizes());
-  check_floating(pred, "pred");
-  TORCH_CHECK(conf >= 0 && conf <= 1, "yolov9k::postprocess: conf_thres must be in [0, 1], got ", conf);
-  TORCH_CHECK(iou >= 0 && iou <= 1, "yolov9k::postprocess: iou_thres must be in [0, 1], got ", iou);
-  TORCH_CHECK(max_det >= 1 && max_nms >= 1, "yolov9k::postprocess: max_det and max_nms must be >= 1, got ",
-              max_det, " and ", max_nms);
-  if (class_mask.has_value()) {
-    const at::Tensor& m = *class_mask;
-    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 1 && m.size(0) == pred.size(1) - 4,
-                "yolov9k::postprocess: class_mask must be a bool tensor of shape (nc,) = (", pred.size(1) - 4,
-                ",), got ", m.scalar_type(), " ", m.sizes());
-    TORCH_CHECK(m.device() == pred.device(), "yolov9k::postprocess: class_mask on ", m.device(),
-                ", pred on ", pred.device());
-  }
 }
 
 std::tuple<at::Tensor, at::Tensor> postprocess_cpu(const at::Tensor& pred, double conf_thres, double iou_thres,

@@ -1,0 +1,103 @@
+"""Post-processing (official non_max_suppression): official-style baseline vs our PyTorch reference
+vs our C++ (CPU) / CUDA kernels, on a synthetic YOLO eval output (B, 84, 8400).
+
+Target (MISSION.md): B=32, conf 0.001, multi-label (validation) >= 10x the official on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import device_name, pick, requires_cuda, synchronize
+from official_nms import NMS_BACKEND, official_style_nms
+
+from yolov9k import ops
+from yolov9k.ops.nms import postprocess, postprocess_fixed
+
+ANCHORS = pick(8400, 1000)
+NC = 80
+BATCHES = pick([1, 16, 32], [1, 2])
+SETTINGS = {
+    "val": dict(conf_thres=0.001, iou_thres=0.7, multi_label=True),
+    "detect": dict(conf_thres=0.25, iou_thres=0.45),
+}
+
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nms_fixture.pt"
+
+
+def synthetic_pred(batch: int, device: str = "cpu") -> torch.Tensor:
+    """(B, 84, A) like a trained model's output. The NMS fixture's ``synthetic_pred`` (2 images:
+    20 objects x 10 overlapping predictions over low-score background, ~13k (anchor, class) pairs
+    above 0.001 per image) tiled to ``batch``; a similar random tensor when the fixture is absent."""
+    if FIXTURE.is_file():
+        base = torch.load(FIXTURE, weights_only=True)["synthetic_pred"][:, :, :ANCHORS]
+    else:
+        gen = torch.Generator().manual_seed(0)
+        xy = torch.rand(2, 2, ANCHORS, generator=gen) * 640
+        wh = torch.rand(2, 2, ANCHORS, generator=gen) * 60 + 4
+        scores = torch.rand(2, NC, ANCHORS, generator=gen) ** 12 * 0.0013  # ~2% of pairs > 0.001
+        for b in range(2):
+            for _ in range(20):
+                a = torch.randint(ANCHORS, (10,), generator=gen)
+                centre, size = (
+                    torch.rand(2, 1, generator=gen) * 640,
+                    torch.rand(2, 1, generator=gen) * 150 + 10,
+                )
+                xy[b, :, a] = centre + torch.randn(2, 10, generator=gen) * 4
+                wh[b, :, a] = size * (1 + torch.randn(2, 10, generator=gen) * 0.05)
+                scores[b, torch.randint(NC, (1,), generator=gen), a] = (
+                    torch.rand(10, generator=gen) * 0.6 + 0.3
+                )
+        base = torch.cat([xy, wh, scores], 1)
+    return base.repeat((batch + 1) // 2, 1, 1)[:batch].contiguous().to(device)
+
+
+def _run(benchmark, provider: str, batch: int, setting: str, device: str) -> None:
+    pred = synthetic_pred(batch, device)
+    kwargs = SETTINGS[setting]
+
+    def call():
+        if provider == "official":
+            out = official_style_nms(pred, **kwargs)
+        elif provider == "fixed":
+            with ops.use_backend("cuda"):
+                out = postprocess_fixed(pred, **kwargs)
+        else:
+            with ops.use_backend(provider):
+                out = postprocess(pred, **kwargs)
+        synchronize(device)
+        return out
+
+    benchmark.group = f"postprocess {device} B={batch} A={ANCHORS} {setting}"
+    benchmark.extra_info.update(
+        device=device_name(device),
+        batch=batch,
+        anchors=ANCHORS,
+        provider=provider,
+        **kwargs,
+        official_nms_backend=NMS_BACKEND,
+    )
+    if provider in ("official", "torch") and batch >= 16:
+        benchmark.pedantic(call, rounds=1, iterations=1)  # seconds per call: one round
+    else:
+        benchmark(call)
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("provider", ["official", "torch", "cpp"])
+def test_postprocess_cpu(benchmark, provider, batch, setting):
+    if provider == "cpp" and not ops.extension_loaded():
+        pytest.skip("yolov9k._C not built")
+    _run(benchmark, provider, batch, setting, "cpu")
+
+
+@requires_cuda
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("provider", ["official", "cuda", "fixed"])
+def test_postprocess_cuda(benchmark, provider, batch, setting):
+    _run(benchmark, provider, batch, setting, "cuda")
