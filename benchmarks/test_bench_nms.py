@@ -18,7 +18,7 @@ from yolov9k.ops.nms import postprocess, postprocess_fixed
 
 ANCHORS = pick(8400, 1000)
 NC = 80
-BATCHES = pick([1, 16, 32], [1, 2])
+BATCHES = pick([1, 16, 32], [1])
 SETTINGS = {
     "val": dict(conf_thres=0.001, iou_thres=0.7, multi_label=True),
     "detect": dict(conf_thres=0.25, iou_thres=0.45),
