@@ -35,7 +35,7 @@ from torch import Tensor
 from yolov9k.ops.assign import assign
 from yolov9k.ops.boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors, xywh2xyxy
 
-__all__ = ["DetectionLoss", "DEFAULT_LOSS_HYP", "pad_targets", "ddp_mean"]
+__all__ = ["DetectionLoss", "DEFAULT_LOSS_HYP", "pad_targets", "ddp_normalizer"]
 
 DEFAULT_LOSS_HYP: dict[str, float] = {"box": 7.5, "cls": 0.5, "dfl": 1.5, "cls_pw": 1.0, "fl_gamma": 0.0}
 AUX_WEIGHT = 0.25  # weight of the PGI auxiliary branch (official loss_tal_dual.py)
@@ -43,20 +43,21 @@ AUX_WEIGHT = 0.25  # weight of the PGI auxiliary branch (official loss_tal_dual.
 Maps = Sequence[Tensor]
 
 
-def ddp_mean(t: Tensor) -> Tensor:
-    """Mean of ``t`` over the DDP ranks (``t`` itself when torch.distributed is not initialised).
+def ddp_normalizer(t: Tensor) -> Tensor:
+    """The loss normaliser ``max(sum of t over DDP ranks, 1) / world_size`` (``max(t, 1)`` alone).
 
-    Pass it as ``DetectionLoss(..., tss_reduce=ddp_mean)`` so every rank divides by the same
-    global-average target-score sum: DDP then averages gradients to exactly the single-process
-    normalisation ``sum of all per-anchor losses / sum of all target scores``.
+    Pass it as ``DetectionLoss(..., tss_reduce=ddp_normalizer)``: every rank then divides by the
+    global target-score sum (clamped once, globally) over the world size, and DDP's gradient
+    averaging gives exactly the single-process ``sum of per-anchor losses / max(sum of scores, 1)``
+    for the global batch, even when most ranks hold no targets.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return t
+        return t.clamp(min=1)
     t = t.detach().clone()
     dist.all_reduce(t)
-    return t / dist.get_world_size()
+    return t.clamp(min=1) / dist.get_world_size()
 
 
 def pad_targets(targets: Tensor, batch_size: int, imgsz_wh: tuple[float, float], nc: int) -> Tensor:
@@ -114,8 +115,8 @@ class DetectionLoss:
             weight), ``fl_gamma`` (focal loss: only 0 is supported); missing keys take
             ``DEFAULT_LOSS_HYP`` (the official values). Default: ``model.hyp`` if present.
         tal_topk: positives per gt in the assigner (official 10).
-        tss_reduce: optional function applied to each branch's target-score sum before it is
-            clamped to >= 1, e.g. ``ddp_mean`` to normalise by the global average under DDP.
+        tss_reduce: optional function mapping each branch's target-score sum to the normaliser
+            (default ``max(sum, 1)``), e.g. ``ddp_normalizer`` under DDP.
 
     Call: ``total, items = loss(preds, targets)``.
         preds: train-mode output: list of nl maps (B, 4*reg_max + nc, H_i, W_i) (GELAN), or a pair
@@ -216,9 +217,8 @@ class DetectionLoss:
         )
         target_bboxes = target_bboxes / strides
         tss = target_scores.sum()
-        if self.tss_reduce is not None:
-            tss = self.tss_reduce(tss)
-        tss = tss.clamp(min=1)
+        # A hook returns the final normaliser itself (see ddp_normalizer); else max(sum, 1).
+        tss = self.tss_reduce(tss) if self.tss_reduce is not None else tss.clamp(min=1)
 
         pos_weight = torch.tensor([self.hyp["cls_pw"]], device=pred_scores.device)
         bce = F.binary_cross_entropy_with_logits(

@@ -57,7 +57,7 @@ from yolov9k.engine.optim import (
     warmup_iterations,
 )
 from yolov9k.engine.validate import validate
-from yolov9k.loss import DetectionLoss, ddp_mean
+from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, build_model
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
@@ -288,7 +288,8 @@ class Trainer:
         self.setup_model()
         self.setup_dataloaders()
         self.setup_optimizer()
-        self.loss_fn = DetectionLoss(self.net, self.hyp, tss_reduce=ddp_mean if self.dist.enabled else None)
+        reduce = ddp_normalizer if self.dist.enabled else None
+        self.loss_fn = DetectionLoss(self.net, self.hyp, tss_reduce=reduce)
         self.val_loss_fn = DetectionLoss(self.net, self.hyp)
         if self.resume_ckpt is not None:
             self.load_resume_state(self.resume_ckpt)
