@@ -11,6 +11,7 @@ OUT=${OUT:-$(mktemp -d)}
 PY=${PYTHON:-python3}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"9.0"}
 export MAX_JOBS=${MAX_JOBS:-16}
+export TRITON_INTERPRET=0   # compiled Triton kernels on the GPU (tests/conftest.py defaults to the interpreter)
 status=0
 
 echo "== device"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"

@@ -11,17 +11,21 @@ from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, u
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
 from yolov9k.ops.assign import assign
 from yolov9k.ops.box_ops import box_iou
+from yolov9k.ops.fused import accelerate, bn_silu, concat_conv1x1_silu
 from yolov9k.ops.nms import batched_nms, postprocess, postprocess_fixed
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
+    "accelerate",
     "assign",
     "backends",
     "batched_nms",
+    "bn_silu",
     "backend_info",
     "box_iou",
     "boxes",
+    "concat_conv1x1_silu",
     "extension_loaded",
     "extension_cuda_version",
     "postprocess",
