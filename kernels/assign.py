@@ -50,7 +50,8 @@ else:
     libdevice = None
 
 CIOU_EPS = 1e-7  # bbox_iou's eps
-FOUR_OVER_PI2 = 4.0 / math.pi**2
+_FOUR_OVER_PI2 = tl.constexpr(4.0 / math.pi**2)  # rounded to float32 in the kernel, as torch does
+_ONE_PLUS_EPS = tl.constexpr(1.0 + 1e-7)
 MAX_LEVELS = 16
 BLOCK_CAND = 256 if _INTERPRET else 128  # candidates per step of a gt program (interpreter: few, wide steps)
 BLOCK_A = 512 if _INTERPRET else 256  # anchors per resolve/write program
@@ -131,8 +132,8 @@ def _ciou(gx1, gy1, gx2, gy2, g_atan, px1, py1, px2, py2, p_atan):
     dy = ((py1 + py2) - gy1) - gy2
     rho2 = tl.div_rn(dx * dx + dy * dy, 4.0)
     d = p_atan - g_atan
-    v = (d * d) * 0.40528473456935108  # 4 / pi**2, rounded to float32 as torch does
-    alpha = tl.div_rn(v, (v - iou) + 1.0000001)
+    v = (d * d) * _FOUR_OVER_PI2
+    alpha = tl.div_rn(v, (v - iou) + _ONE_PLUS_EPS)
     out = iou - (tl.div_rn(rho2, c2) + v * alpha)
     return tl.where(out < 0, 0.0, out)
 
