@@ -58,40 +58,75 @@ def _fixture_args(tal, dtype=torch.float32):
     )
 
 
-def _check_against_fixture(out, tal):
+# The float32 powers s**alpha and iou**beta come from the CPU's SIMD pow (SLEEF), whose last bit
+# differs between machines: on some x86-64 CPUs ~15% of the fixture's metrics differ from this
+# machine's by one ulp (the fixture's CIoUs and every discrete output still match exactly).
+# So the fixture is checked in two steps: (1) the assignment (fg set, gt indices, labels, boxes)
+# exactly; the scores exactly equal to the official formula evaluated *on this machine* from the
+# fixture's assignment; (2) that formula's values equal to the fixture's bits up to the platform's
+# pow rounding (exactly equal where the platform's pow is the fixture's).
+POW_ULP_RTOL = 2.5e-7  # 2 float32 ulps (2 * 2**-23 relative, rounded up)
+
+
+def _official_row_values_here(tal) -> torch.Tensor:
+    """(B, A) soft-target values of the official algorithm computed with this machine's torch, from
+    the fixture's own assignment (dense official shapes and operation order)."""
+    i, o, s = tal["inputs"], tal["outputs"], tal["settings"]
+    gt, pd = i["gt_bboxes"], i["pd_bboxes"]
+    bsz, m = gt.shape[:2]
+    overlaps = bbox_iou(gt[:, :, None], pd[:, None], xywh=False, CIoU=True)[..., 0].clamp(0)
+    scores = i["pd_scores_fp16"].float()
+    labels = i["gt_labels"][..., 0].long()
+    bbox_scores = torch.stack([scores[b][:, labels[b]].T for b in range(bsz)])  # (B, M, A)
+    metric = bbox_scores.pow(s["alpha"]) * overlaps.pow(s["beta"])
+    gt_idx = tal["intermediates"]["target_gt_idx"]
+    mask_pos = torch.nn.functional.one_hot(gt_idx, m).permute(0, 2, 1) * o["fg_mask"][:, None]
+    metric = metric * mask_pos
+    pos_metric = metric.amax(-1, keepdim=True)
+    pos_overlaps = (overlaps * mask_pos).amax(-1, keepdim=True)
+    return (metric * pos_overlaps / (pos_metric + s["eps"])).amax(-2)
+
+
+@pytest.fixture(scope="module")
+def row_values_here(tal) -> torch.Tensor:
+    here = _official_row_values_here(tal)
+    fixture = tal["outputs"]["target_scores_row_value"]
+    # (2) the formula as evaluated here reproduces the official output up to the platform's pow
+    assert_close_verbose(here, fixture, rtol=POW_ULP_RTOL, what="official formula here vs fixture")
+    return here
+
+
+def _check_against_fixture(out, tal, row_values_here):
     labels, bboxes, scores, fg, gt_idx = out
     o = tal["outputs"]
     assert torch.equal(fg, o["fg_mask"]), f"fg differs at {int((fg != o['fg_mask']).sum())} anchors"
     assert torch.equal(gt_idx, tal["intermediates"]["target_gt_idx"])
     assert torch.equal(labels, o["target_labels"])
     assert torch.equal(bboxes, o["target_bboxes"])
-    expected = (
-        torch.nn.functional.one_hot(o["target_labels"], 80)
-        * o["fg_mask"][..., None]
-        * o["target_scores_row_value"][..., None]
-    )
+    one_hot = torch.nn.functional.one_hot(o["target_labels"], 80)
+    expected = one_hot * o["fg_mask"][..., None] * row_values_here[..., None]
     assert_close_verbose(scores, expected, what="target_scores")  # exact (rtol = atol = 0)
 
 
-def test_fixture_exact(tal):
+def test_fixture_exact(tal, row_values_here):
     s = tal["settings"]
     out = assign(*_fixture_args(tal), topk=s["topk"], alpha=s["alpha"], beta=s["beta"], eps=s["eps"])
-    _check_against_fixture(out, tal)
+    _check_against_fixture(out, tal, row_values_here)
     assert out[2].dtype == torch.float32 and out[4].dtype == torch.int64
     assert float(out[2].sum()) == pytest.approx(tal["summary"]["target_scores_sum"], rel=1e-6)
 
 
-def test_fixture_fp16_scores_exact(tal):
+def test_fixture_fp16_scores_exact(tal, row_values_here):
     """fp16 scores are computed in float32: same result as the float32 copy."""
-    _check_against_fixture(assign(*_fixture_args(tal, torch.float16)), tal)
+    _check_against_fixture(assign(*_fixture_args(tal, torch.float16)), tal, row_values_here)
 
 
-def test_fixture_chunked_equals_whole(tal, monkeypatch, backend):
+def test_fixture_chunked_equals_whole(tal, row_values_here, monkeypatch, backend):
     """Chunking over images (one image per chunk here) does not change any bit."""
     if backend != "torch":
         pytest.skip("chunking is a property of the reference")
     monkeypatch.setattr(assign_mod, "_CHUNK_ELEMS_CPU", 1)
-    _check_against_fixture(assign(*_fixture_args(tal)), tal)
+    _check_against_fixture(assign(*_fixture_args(tal)), tal, row_values_here)
 
 
 # ---------------------------------------------------------------------------------------------

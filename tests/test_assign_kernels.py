@@ -131,20 +131,12 @@ def _fixture_args(tal):
 
 
 @requires_cpp
-def test_cpp_fixture_exact(tal):
+def test_cpp_fixture_equals_reference(tal):
+    """Bit for bit the reference on the official fixture (its official parity: tests/test_assign.py,
+    which runs on every built CPU backend)."""
     s = tal["settings"]
     out = cpp_assign(*_fixture_args(tal), topk=s["topk"], alpha=s["alpha"], beta=s["beta"], eps=s["eps"])
-    o = tal["outputs"]
-    assert torch.equal(out[3], o["fg_mask"]), f"fg differs at {int((out[3] != o['fg_mask']).sum())} anchors"
-    assert torch.equal(out[4], tal["intermediates"]["target_gt_idx"])
-    assert torch.equal(out[0], o["target_labels"])
-    assert torch.equal(out[1], o["target_bboxes"])
-    expected = (
-        torch.nn.functional.one_hot(o["target_labels"], 80)
-        * o["fg_mask"][..., None]
-        * o["target_scores_row_value"][..., None]
-    )
-    assert_close_verbose(out[2], expected, what="target_scores")  # exact
+    assert int(out[3].sum()) == sum(tal["summary"]["fg_per_image"])
     assert_same(out, assign_reference(*_fixture_args(tal)))
 
 
@@ -159,8 +151,8 @@ def test_cpp_is_the_cpu_default(tal):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_cpp_matches_reference(case):
-    """Bit-exact on random problems (A is a multiple of 16 here, so the reference's own pow never
-    takes ATen's scalar tail loop, see csrc/cpu/assign_kernel.cpp)."""
+    """Bit-exact on random problems: both send every power through ATen's SIMD pow
+    (``_vector_pow`` in the reference, ``pow_inplace`` in csrc/cpu/assign_kernel.cpp)."""
     args, topk = case
     assert_same(cpp_assign(*args, topk=topk), assign_reference(*args, topk=topk))
 

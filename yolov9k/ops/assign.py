@@ -40,6 +40,14 @@ AssignResult = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 # Elements of one (images, M, A) chunk. About 10 float temporaries of this size live at once.
 _CHUNK_ELEMS_CPU = 1 << 21
 _CHUNK_ELEMS_CUDA = 1 << 25
+# CPU powers: ATen's pow runs SIMD (SLEEF) over the body of each loop and scalar std::pow over its
+# last < 2 x vector-width elements, and the two can differ in the last bit. Padding to a multiple of
+# _POW_ALIGN (a multiple of every SIMD loop step) and working in blocks of at most at::GRAIN_SIZE
+# (so ATen does not split a block across threads) sends every element through the SIMD path: the
+# result of an element then depends on its value only, not on the tensor's length, its position or
+# the thread count. csrc/cpu/assign_kernel.cpp does the same.
+_POW_ALIGN = 64
+_POW_BLOCK = 32768
 
 
 def _box_terms(boxes: Tensor, eps: float) -> dict[str, Tensor]:
@@ -94,6 +102,18 @@ def _pairwise_ciou(g: dict[str, Tensor], p: dict[str, Tensor], eps: float = 1e-7
     return iou.sub_(penalty).clamp_(min=0)
 
 
+def _vector_pow(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent`` (float tensor, any shape) with every element on ATen's SIMD pow on CPU."""
+    if x.device.type != "cpu":
+        return x.pow(exponent)
+    n = x.numel()
+    buf = x.new_zeros(-(-n // _POW_ALIGN) * _POW_ALIGN)
+    buf[:n] = x.reshape(-1)
+    for start in range(0, buf.numel(), _POW_BLOCK):
+        buf[start : start + _POW_BLOCK].pow_(exponent)
+    return buf[:n].view(x.shape)
+
+
 def _chunk_images(n_img: int, per_image: int, device: torch.device) -> int:
     budget = _CHUNK_ELEMS_CUDA if device.type == "cuda" else _CHUNK_ELEMS_CPU
     return max(1, min(n_img, budget // max(per_image, 1)))
@@ -132,7 +152,7 @@ def _assign_chunk(
 
     overlaps = _pairwise_ciou(gt_terms, pd_terms)  # (Bc, M, A), clamped at 0
     cls_scores = torch.gather(scores.transpose(1, 2), 1, labels[..., None].expand(bc, m, n_anchor))
-    metric = cls_scores.float().pow_(alpha).mul_(overlaps.pow(beta))  # official: s**a * u**b
+    metric = _vector_pow(cls_scores.float(), alpha).mul_(_vector_pow(overlaps, beta))  # official: s**a * u**b
     del cls_scores
 
     # Top-k of the inside anchors per gt, ties by ascending anchor index (see the module docstring).
