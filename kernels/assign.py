@@ -25,13 +25,16 @@ flip on a near-exact tie.
 
 Anchor layouts that are not a regular multi-level grid (as ``make_anchors`` builds it), float64
 boxes and M == 0 go to the PyTorch reference. Reading the layout costs one (A, 2) device-to-host
-copy per call.
+copy (a host sync) the first time an anchor tensor is seen; it is remembered for that tensor while
+it lives unchanged (``DetectionLoss`` keeps its anchors), so a training step makes no sync here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import weakref
 
 import numpy as np
 import torch
@@ -53,6 +56,7 @@ CIOU_EPS = 1e-7  # bbox_iou's eps
 _FOUR_OVER_PI2 = tl.constexpr(4.0 / math.pi**2)  # rounded to float32 in the kernel, as torch does
 _ONE_PLUS_EPS = tl.constexpr(1.0 + 1e-7)
 MAX_LEVELS = 16
+Level = tuple[float, int, int, int]  # (stride, nx, ny, offset) of one anchor-grid level
 BLOCK_CAND = 256 if _INTERPRET else 128  # candidates per step of a gt program (interpreter: few, wide steps)
 BLOCK_A = 512 if _INTERPRET else 256  # anchors per resolve/write program
 _INF = tl.constexpr(float("inf"))
@@ -62,7 +66,7 @@ _NO_KEY = tl.constexpr(2**63 - 1)
 # Helpers
 
 
-def grid_levels(anc_points: Tensor) -> list[tuple[float, int, int, int]] | None:
+def grid_levels(anc_points: Tensor) -> list[Level] | None:
     """(stride, nx, ny, offset) per level if ``anc_points`` (A, 2) px is exactly a regular grid.
 
     Level l holds ``nx * ny`` anchors at ``((i + 0.5) * stride, (j + 0.5) * stride)``, row-major,
@@ -70,7 +74,7 @@ def grid_levels(anc_points: Tensor) -> list[tuple[float, int, int, int]] | None:
     """
     anc = anc_points.detach().to("cpu", torch.float32).numpy()
     n = anc.shape[0]
-    levels: list[tuple[float, int, int, int]] = []
+    levels: list[Level] = []
     p = 0
     while p < n:
         s = np.float32(2.0) * anc[p, 0]
@@ -92,6 +96,29 @@ def grid_levels(anc_points: Tensor) -> list[tuple[float, int, int, int]] | None:
         levels.append((float(s), nx, ny, p))
         p += nx * ny
     return levels
+
+
+_LEVELS_CACHE: dict[int, tuple[weakref.ref, int, list[Level] | None]] = {}
+
+
+def _grid_levels_cached(anc_points: Tensor) -> list[Level] | None:
+    """``grid_levels`` remembered per live, unmodified anchor tensor (no host sync on a repeat)."""
+    key = id(anc_points)
+    hit = _LEVELS_CACHE.get(key)
+    if hit is not None and hit[0]() is anc_points and hit[1] == anc_points._version:
+        return hit[2]
+    levels = grid_levels(anc_points)
+    for k in [k for k, v in _LEVELS_CACHE.items() if v[0]() is None]:  # drop dead tensors
+        del _LEVELS_CACHE[k]
+    _LEVELS_CACHE[key] = (weakref.ref(anc_points), anc_points._version, levels)
+    return levels
+
+
+@functools.lru_cache(maxsize=64)
+def _level_tensors(levels: tuple[Level, ...], device: torch.device) -> tuple[Tensor, ...]:
+    """(stride f32, nx, ny, offset int32) per level on ``device``, made once per layout and device."""
+    lvl = torch.tensor([[lv[k] for lv in levels] for k in range(4)], dtype=torch.float64)
+    return (lvl[0].float().to(device), *(lvl[k].to(torch.int32).to(device) for k in (1, 2, 3)))
 
 
 def _pow_mode(exponent: float) -> int:
@@ -350,7 +377,7 @@ def assign_triton(
     m = gt_bboxes.shape[1]
     if m == 0 or bsz == 0 or pd_bboxes.dtype == torch.float64:
         return assign_reference(*args)
-    levels = grid_levels(anc_points)
+    levels = _grid_levels_cached(anc_points)
     if levels is None:  # not a regular multi-level grid: the reference handles any layout
         return assign_reference(*args)
     device = pd_scores.device
@@ -365,9 +392,7 @@ def assign_triton(
     labels32 = labels.to(torch.int32).contiguous()
     valid = mask_gt.reshape(bsz, m).bool().to(torch.int8).contiguous()
     anc = anc_points.float().contiguous()
-    lvl = torch.tensor([[lv[k] for lv in levels] for k in range(4)], dtype=torch.float64)
-    lvl_stride = lvl[0].float().to(device)
-    lvl_nx, lvl_ny, lvl_off = (lvl[k].to(torch.int32).to(device) for k in (1, 2, 3))
+    lvl_stride, lvl_nx, lvl_ny, lvl_off = _level_tensors(tuple(levels), device)
 
     i32 = dict(dtype=torch.int32, device=device)
     f32 = dict(dtype=torch.float32, device=device)

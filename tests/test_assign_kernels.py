@@ -279,6 +279,24 @@ def test_grid_levels():
     assert grid_levels(anchors(64).flip(0)) is None
 
 
+@requires_triton
+def test_grid_levels_read_once_per_anchor_tensor(monkeypatch):
+    """The (A, 2) host copy happens once per live, unmodified anchor tensor."""
+    from yolov9k.kernels import assign as triton_mod
+
+    calls = []
+    real = triton_mod.grid_levels
+    monkeypatch.setattr(triton_mod, "grid_levels", lambda a: calls.append(1) or real(a))
+    anc = anchors(64)
+    want = real(anc)
+    assert triton_mod._grid_levels_cached(anc) == want and len(calls) == 1
+    assert triton_mod._grid_levels_cached(anc) == want and len(calls) == 1
+    anc.add_(0.25)  # in-place change: read again, and now irregular
+    assert triton_mod._grid_levels_cached(anc) is None and len(calls) == 2
+    other = anchors(64)  # equal values, another tensor: read again
+    assert triton_mod._grid_levels_cached(other) == want and len(calls) == 3
+
+
 TRITON_CASES = [
     dict(seed=0, kind="random"),
     dict(seed=1, kind="crowd", topk=3),  # contested anchors

@@ -241,3 +241,43 @@ def test_model_gradients(fx):
     # the smallest norms (~1e-4, BN params of the last neck block) by up to ~9e-4 relative; the
     # loss's own gradient is checked tightly against the official-style loss above.
     assert_close_verbose(got_all, want_all, rtol=1e-3, atol=1e-9, what="grad_norms_all")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host syncs (MISSION: none on the per-step path)
+
+
+def test_repeated_calls_reuse_cached_constants(fx):
+    """Anchors and constants are cached per device and map sizes; values do not change."""
+    loss = DetectionLoss(_stand_in(fx))
+    first = loss(_preds(fx), fx["targets"])[1]
+    cached = dict(loss._cache)
+    assert len(cached) == 1
+    second = loss(_preds(fx), fx["targets"])[1]
+    assert torch.equal(first, second) and loss._cache.keys() == cached.keys()
+    assert all(a is b for a, b in zip(next(iter(loss._cache.values())), next(iter(cached.values()))))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_makes_no_host_sync(fx):
+    """Forward + loss + backward of a real model on CUDA with the loader's CPU targets raises under
+    ``set_sync_debug_mode('error')`` at the first host sync: none happens (after a warm-up step
+    that fills the caches), and the loss equals the CPU one."""
+    models = pytest.importorskip("yolov9k.models")
+    model = models.build_model(fx["name"])
+    model.load_state_dict(fx["state_dict"], strict=True)
+    model.train()
+    cpu_items = DetectionLoss(model)(model(fx["input"]), fx["targets"])[1]
+    model.cuda()
+    x = fx["input"].cuda()
+    loss = DetectionLoss(model)
+    loss(model(x), fx["targets"])[0].backward()  # warm-up: caches, cuDNN/Triton autotuning
+    model.zero_grad()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total, items = loss(model(x), fx["targets"])
+        total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert_close_verbose(items.cpu(), cpu_items, rtol=1e-3, what="CUDA loss items vs CPU")

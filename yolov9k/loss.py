@@ -18,9 +18,11 @@ The dual loss runs one assignment per branch and adds ``0.25 * aux + main`` befo
 ``total = items.sum() * batch_size``.
 
 Differences from the official code that do not change values: box and DFL terms are computed over
-all anchors and masked (no ``masked_select``, no ``if fg_mask.sum()``), so the step has one host
-sync only (sizing the padded target tensor, see ``pad_targets``); everything is computed in float32
-whatever the dtype of the maps.
+all anchors and masked (no ``masked_select``, no ``if fg_mask.sum()``); targets are padded where
+they are (the data loader's CPU tensors) and copied to the device asynchronously, and anchors and
+constants are cached per device, so a step on CUDA makes no host sync at all (with targets already
+on the GPU there is one: sizing the padded target tensor, see ``pad_targets``); everything is
+computed in float32 whatever the dtype of the maps.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def ddp_normalizer(t: Tensor) -> Tensor:
 
 
 def pad_targets(targets: Tensor, batch_size: int, imgsz_wh: tuple[float, float], nc: int) -> Tensor:
-    """Normalized targets -> per-image padded pixel boxes, on the targets' device.
+    """Normalized targets -> per-image padded pixel boxes, on the targets' device (no Python loop).
 
     Args:
         targets: (N, 6) ``[img_idx, cls, x, y, w, h]``, xywh normalized to [0, 1].
@@ -147,6 +149,22 @@ class DetectionLoss:
             raise NotImplementedError("DetectionLoss: focal loss (fl_gamma > 0) is not supported")
         self.topk = int(tal_topk)
         self.tss_reduce = tss_reduce
+        self._cache: dict[tuple, tuple[Tensor, ...]] = {}  # per (device, map sizes): anchors, constants
+
+    def _constants(self, maps: Maps) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(anchors (A, 2), strides (A, 1), gains (3,), BCE pos_weight (1,)) on the maps' device.
+
+        Built once per device and feature-map sizes: no tensor from host data on the step path.
+        """
+        device = maps[0].device
+        key = (device, tuple(tuple(x.shape[2:]) for x in maps))
+        if key not in self._cache:
+            shapes = [torch.empty(0, 0, *x.shape[2:], device=device) for x in maps]  # float32 anchors
+            anchors, strides = make_anchors(shapes, self.strides, 0.5)
+            gains = torch.tensor([self.hyp["box"], self.hyp["cls"], self.hyp["dfl"]]).to(device)
+            pos_weight = torch.tensor([self.hyp["cls_pw"]]).to(device)
+            self._cache[key] = (anchors, strides, gains, pos_weight)
+        return self._cache[key]
 
     # ---- inputs -------------------------------------------------------------------------------
     def _branches(self, preds: Any) -> list[Maps]:
@@ -195,6 +213,7 @@ class DetectionLoss:
         mask_gt: Tensor,
         anchors: Tensor,
         strides: Tensor,
+        pos_weight: Tensor,
     ) -> Tensor:
         """(3,) unscaled [box, cls, dfl] of one head branch. anchors (A, 2) and strides (A, 1)."""
         pred_dist, pred_scores = self._decode(maps)
@@ -220,7 +239,6 @@ class DetectionLoss:
         # A hook returns the final normaliser itself (see ddp_normalizer); else max(sum, 1).
         tss = self.tss_reduce(tss) if self.tss_reduce is not None else tss.clamp(min=1)
 
-        pos_weight = torch.tensor([self.hyp["cls_pw"]], device=pred_scores.device)
         bce = F.binary_cross_entropy_with_logits(
             pred_scores, target_scores, pos_weight=pos_weight, reduction="none"
         )
@@ -257,14 +275,16 @@ class DetectionLoss:
         device = maps[0].device
         h, w = maps[0].shape[2:]
         imgsz_wh = (w * self.strides[0], h * self.strides[0])
-        shapes = [torch.empty(0, 0, *x.shape[2:], device=device) for x in maps]  # float32 anchors
-        anchors, strides = make_anchors(shapes, self.strides, 0.5)
-        gt = pad_targets(targets.to(device), batch_size, imgsz_wh, self.nc)
+        anchors, strides, gains, pos_weight = self._constants(maps)
+        # Padded where the targets are (CPU from the loader: no device sync), then copied async.
+        gt = pad_targets(targets, batch_size, imgsz_wh, self.nc).to(device, non_blocking=True)
         gt_labels, gt_bboxes = gt.split((1, 4), 2)
         mask_gt = gt_bboxes.sum(2, keepdim=True).gt_(0)
 
-        items = [self._branch_loss(m, gt_labels, gt_bboxes, mask_gt, anchors, strides) for m in branches]
+        items = [
+            self._branch_loss(m, gt_labels, gt_bboxes, mask_gt, anchors, strides, pos_weight)
+            for m in branches
+        ]
         loss = items[0] if len(items) == 1 else items[0] * AUX_WEIGHT + items[1]
-        gains = torch.tensor([self.hyp["box"], self.hyp["cls"], self.hyp["dfl"]], device=device)
         loss = loss * gains
         return loss.sum() * batch_size, loss.detach()

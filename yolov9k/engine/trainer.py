@@ -486,7 +486,7 @@ class Trainer:
         """Forward + loss of one batch: (total loss for backward, detached items [box, cls, dfl])."""
         with self.autocast():
             preds = self.model(self.preprocess(imgs))
-            loss, items = self.loss_fn(preds, targets.to(self.device))
+            loss, items = self.loss_fn(preds, targets)  # CPU targets: the loss makes no device sync
         if self.dist.enabled:
             loss = loss * self.dist.world_size  # DDP averages gradients over ranks
         return loss, items
