@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <cmath>
+
 #include "common/checks.h"
 
 namespace yolov9k {
@@ -30,6 +32,21 @@ void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int
     TORCH_CHECK(m.device() == pred.device(), "yolov9k::postprocess: class_mask on ", m.device(),
                 ", pred on ", pred.device());
   }
+}
+
+// Argument checks of batched_nms shared by the CPU and CUDA kernels (devices are checked by each).
+void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold) {
+  check_boxes(boxes, "boxes");
+  check_floating(scores, "scores");
+  const int64_t n = boxes.size(0);
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == n, "yolov9k::batched_nms: scores must be (N,) with N = ",
+              n, ", got ", scores.sizes());
+  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == n, "yolov9k::batched_nms: idxs must be (N,) with N = ", n,
+              ", got ", idxs.sizes());
+  TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
+              "yolov9k::batched_nms: idxs must be an integer tensor, got ", idxs.scalar_type());
+  TORCH_CHECK(!std::isnan(iou_threshold), "yolov9k::batched_nms: iou_threshold is NaN");
 }
 
 }  // namespace yolov9k

@@ -26,6 +26,8 @@ namespace yolov9k {
 // Defined in csrc/nms.cpp (shared with the CUDA registration).
 void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
                             const c10::optional<at::Tensor>& class_mask);
+void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold);
 
 namespace {
 
@@ -114,18 +116,10 @@ class KeptBoxes {
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                            double iou_threshold, int64_t max_keep) {
-  check_boxes(boxes, "boxes");
-  check_floating(scores, "scores");
-  const int64_t n = boxes.size(0);
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == n, "yolov9k::batched_nms: scores must be (N,) with N = ",
-              n, ", got ", scores.sizes());
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == n, "yolov9k::batched_nms: idxs must be (N,) with N = ", n,
-              ", got ", idxs.sizes());
-  TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
-              "yolov9k::batched_nms: idxs must be an integer tensor, got ", idxs.scalar_type());
+  check_batched_nms_args(boxes, scores, idxs, iou_threshold);
   TORCH_CHECK(boxes.device().is_cpu() && scores.device().is_cpu() && idxs.device().is_cpu(),
               "yolov9k::batched_nms (CPU kernel): expected CPU tensors");
-  TORCH_CHECK(!std::isnan(iou_threshold), "yolov9k::batched_nms: iou_threshold is NaN");
+  const int64_t n = boxes.size(0);
 
   const auto b = boxes.to(at::kFloat).contiguous();
   const auto s = scores.to(at::kFloat).contiguous();

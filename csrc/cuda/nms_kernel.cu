@@ -1,5 +1,7 @@
-// CUDA kernels of yolov9k::postprocess: the whole batch in one launch sequence, fixed-size
-// outputs, no device->host synchronisation, so the op can be captured in a CUDA graph.
+// CUDA kernels of yolov9k::postprocess and yolov9k::batched_nms.
+//
+// postprocess: the whole batch in one launch sequence, fixed-size outputs, no device->host
+// synchronisation, so the op can be captured in a CUDA graph.
 //
 //   1. gather_candidates   one thread per (image, anchor): NaN check, best class / all classes
 //                          above conf_thres, written as 64-bit sort keys into the image's segment.
@@ -9,6 +11,11 @@
 //                          candidate against the boxes kept so far, builds its row of the tile's
 //                          IoU bitmask (4 x 64-bit words), then one thread resolves the tile in
 //                          order; stops as soon as max_det boxes are kept.
+//
+// batched_nms (one set of boxes): rank keys (score descending, -0 as +0, then index; NaN last),
+// a cub radix sort, then the same tiled greedy NMS in one block with the kept boxes in global
+// memory. Its result has a data-dependent length, so it ends with one device->host read (the
+// count), as torchvision's nms does.
 //
 // Float arithmetic uses the _rn intrinsics so nvcc cannot contract it into FMAs: results are bit
 // identical to the CPU kernel and the PyTorch reference (yolov9k/ops/nms.py).
@@ -81,18 +88,23 @@ __global__ void segment_ends(const int* __restrict__ counts, int batch, int64_t 
   end[b] = static_cast<int>(b * capacity + counts[b]);
 }
 
-struct DevBox {
+template <typename Group>
+struct DevBoxT {
   float x1, y1, x2, y2, area;
-  int group;
+  Group group;
 };
+using DevBox = DevBoxT<int>;        // postprocess: class id
+using DevBox64 = DevBoxT<int64_t>;  // batched_nms: the caller's idxs
 
-__device__ __forceinline__ DevBox make_box(float x1, float y1, float x2, float y2, int group) {
+template <typename Group>
+__device__ __forceinline__ DevBoxT<Group> make_box(float x1, float y1, float x2, float y2, Group group) {
   return {x1, y1, x2, y2, __fmul_rn(__fsub_rn(x2, x1), __fsub_rn(y2, y1)), group};
 }
 
 // IoU(a, b) > threshold for boxes of one group; IoU as yolov9k.ops.boxes.box_iou (0 when the
 // union is not positive, so NaN/inf boxes never suppress), compared in double like torchvision.
-__device__ __forceinline__ bool suppresses(const DevBox& a, const DevBox& b, double threshold) {
+template <typename Group>
+__device__ __forceinline__ bool suppresses(const DevBoxT<Group>& a, const DevBoxT<Group>& b, double threshold) {
   if (a.group != b.group) return false;
   const float w = fmaxf(__fsub_rn(fminf(a.x2, b.x2), fmaxf(a.x1, b.x1)), 0.f);
   const float h = fmaxf(__fsub_rn(fminf(a.y2, b.y2), fmaxf(a.y1, b.y1)), 0.f);
@@ -131,8 +143,8 @@ __global__ void __launch_bounds__(kTile)
       const float hw = __fdiv_rn(p[2 * anchors + a], 2.f), hh = __fdiv_rn(p[3 * anchors + a], 2.f);
       const float x = p[a], y = p[anchors + a];
       const float off = agnostic ? 0.f : __fmul_rn(static_cast<float>(c), kMaxWH);
-      me = make_box(__fadd_rn(__fsub_rn(x, hw), off), __fadd_rn(__fsub_rn(y, hh), off),
-                    __fadd_rn(__fadd_rn(x, hw), off), __fadd_rn(__fadd_rn(y, hh), off), agnostic ? 0 : c);
+      me = make_box<int>(__fadd_rn(__fsub_rn(x, hw), off), __fadd_rn(__fsub_rn(y, hh), off),
+                         __fadd_rn(__fadd_rn(x, hw), off), __fadd_rn(__fadd_rn(y, hh), off), agnostic ? 0 : c);
     }
     tile_box[t] = me;
     // Suppressed by a box kept in an earlier tile?
@@ -174,7 +186,125 @@ __global__ void __launch_bounds__(kTile)
   if (t == 0) det_counts[b] = num_kept;
 }
 
+// ---------------------------------------------------------------------------------------------
+// batched_nms
+
+constexpr uint32_t kNanRank = 0xFFFFFFFFu;  // high word of the key of a NaN score (sorted last)
+
+// Ascending key order = score descending (-0 ranks as +0), then index ascending; NaN scores last.
+__global__ void make_rank_keys(const float* __restrict__ scores, int64_t n, uint64_t* __restrict__ keys) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float s = __fadd_rn(scores[i], 0.f);  // -0 + 0 = +0
+  uint32_t rank = kNanRank;
+  if (!isnan(s)) {
+    const uint32_t u = __float_as_uint(s);
+    const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // orders like s
+    rank = ~ascending;  // never kNanRank: that would need u == 0xFFFFFFFF, a NaN
+  }
+  keys[i] = (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(i);
+}
+
+// One block of kTile threads. kept: room for every box that can be kept (global memory).
+__global__ void __launch_bounds__(kTile)
+    greedy_nms_single(const float* __restrict__ boxes, const int64_t* __restrict__ groups,
+                      const uint64_t* __restrict__ sorted_keys, int64_t n, int64_t max_keep, double iou_threshold,
+                      DevBox64* __restrict__ kept, int64_t* __restrict__ keep_idx, int64_t* __restrict__ keep_count) {
+  __shared__ uint64_t tile_mask[kTile][kWords];
+  __shared__ DevBox64 tile_box[kTile];
+  __shared__ bool tile_alive[kTile];
+  __shared__ int64_t num_kept;
+  __shared__ bool done;
+
+  const int t = threadIdx.x;
+  if (t == 0) num_kept = 0, done = false;
+  __syncthreads();
+
+  for (int64_t start = 0; start < n && !done; start += kTile) {
+    const int64_t i = start + t;
+    const bool valid = i < n && static_cast<uint32_t>(sorted_keys[i] >> 32) != kNanRank;
+    DevBox64 me{};
+    if (valid) {
+      const int64_t idx = static_cast<uint32_t>(sorted_keys[i]);
+      const float* p = boxes + 4 * idx;
+      me = make_box<int64_t>(p[0], p[1], p[2], p[3], groups[idx]);
+    }
+    tile_box[t] = me;
+    bool alive = valid;
+    const int64_t k_end = num_kept;
+    for (int64_t k = 0; alive && k < k_end; ++k) alive = !suppresses(kept[k], me, iou_threshold);
+    tile_alive[t] = alive;
+    __syncthreads();
+    for (int w = 0; w < kWords; ++w) {
+      uint64_t bits = 0;
+      if (alive)
+        for (int j = max(w * 64, t + 1); j < (w + 1) * 64 && start + j < n; ++j)
+          if (suppresses(me, tile_box[j], iou_threshold)) bits |= 1ull << (j - w * 64);
+      tile_mask[t][w] = bits;
+    }
+    __syncthreads();
+    if (t == 0) {  // greedy resolution of the tile, in rank order
+      uint64_t removed[kWords] = {0, 0, 0, 0};
+      int64_t nk = num_kept;
+      bool stop = false;
+      for (int j = 0; j < kTile && start + j < n; ++j) {
+        if (max_keep >= 0 && nk >= max_keep) {
+          stop = true;
+          break;
+        }
+        if (!tile_alive[j] || (removed[j / 64] >> (j % 64)) & 1) continue;
+        for (int w = 0; w < kWords; ++w) removed[w] |= tile_mask[j][w];
+        kept[nk] = tile_box[j];
+        keep_idx[nk++] = static_cast<uint32_t>(sorted_keys[start + j]);
+      }
+      // NaN scores sort last: a tile that ends in one ends the work.
+      const int64_t last = min(start + kTile, n) - 1;
+      done = stop || (max_keep >= 0 && nk >= max_keep) ||
+             static_cast<uint32_t>(sorted_keys[last] >> 32) == kNanRank;
+      num_kept = nk;
+    }
+    __syncthreads();
+  }
+  if (t == 0) *keep_count = num_kept;
+}
+
 }  // namespace
+
+// boxes: contiguous float32 (N, 4), scores float32 (N), groups int64 (N), all on one CUDA device;
+// max_keep < 0: no limit. Argument checks happen in nms_register.cpp.
+at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
+                                 double iou_threshold, int64_t max_keep) {
+  c10::cuda::CUDAGuard guard(boxes.device());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t n = boxes.size(0);
+  const auto opts = boxes.options();
+  const int64_t cap = max_keep < 0 ? n : std::min(n, max_keep);
+  if (cap == 0) return at::empty({0}, opts.dtype(at::kLong));
+  TORCH_CHECK(n < (int64_t{1} << 31), "yolov9k::batched_nms (CUDA): at most 2^31 - 1 boxes, got ", n);
+
+  auto keys = at::empty({n}, opts.dtype(at::kLong));
+  auto sorted = at::empty({n}, opts.dtype(at::kLong));
+  auto* keys_in = reinterpret_cast<uint64_t*>(keys.data_ptr<int64_t>());
+  auto* keys_out = reinterpret_cast<uint64_t*>(sorted.data_ptr<int64_t>());
+  make_rank_keys<<<(n + kGatherThreads - 1) / kGatherThreads, kGatherThreads, 0, stream>>>(
+      scores.data_ptr<float>(), n, keys_in);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  size_t temp_bytes = 0;
+  C10_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys_in, keys_out, static_cast<int>(n), 0,
+                                                64, stream));
+  auto temp = at::empty({static_cast<int64_t>(temp_bytes)}, opts.dtype(at::kByte));
+  C10_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(temp.data_ptr(), temp_bytes, keys_in, keys_out,
+                                                static_cast<int>(n), 0, 64, stream));
+
+  auto kept = at::empty({cap * static_cast<int64_t>(sizeof(DevBox64))}, opts.dtype(at::kByte));
+  auto keep_idx = at::empty({cap}, opts.dtype(at::kLong));
+  auto count = at::zeros({1}, opts.dtype(at::kLong));
+  greedy_nms_single<<<1, kTile, 0, stream>>>(boxes.data_ptr<float>(), groups.data_ptr<int64_t>(), keys_out, n,
+                                             max_keep, iou_threshold, reinterpret_cast<DevBox64*>(kept.data_ptr()),
+                                             keep_idx.data_ptr<int64_t>(), count.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return keep_idx.narrow(0, 0, count.item<int64_t>());  // the one host sync: the result's length
+}
 
 // pred: contiguous float32 (B, 4 + nc, A) on a CUDA device; class_mask: device bool (nc,) or
 // nullptr. Argument checks happen in nms_register.cpp.

@@ -1,6 +1,5 @@
-// CUDA registration of yolov9k::postprocess (argument checks here; kernels in nms_kernel.cu).
-// yolov9k::batched_nms has no CUDA kernel: on CUDA tensors the dispatcher in yolov9k/ops/nms.py
-// uses the PyTorch reference.
+// CUDA registration of yolov9k::postprocess and yolov9k::batched_nms (argument checks here;
+// kernels in nms_kernel.cu).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -10,6 +9,10 @@ namespace yolov9k {
 
 void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
                             const c10::optional<at::Tensor>& class_mask);
+void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold);
+at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
+                                 double iou_threshold, int64_t max_keep);
 
 std::tuple<at::Tensor, at::Tensor> postprocess_cuda_impl(const at::Tensor& pred, double conf_thres,
                                                          double iou_thres, int64_t max_det, int64_t max_nms,
@@ -29,8 +32,21 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cuda(const at::Tensor& pred, doub
                                mask.defined() ? mask.data_ptr<bool>() : nullptr);
 }
 
+at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold, int64_t max_keep) {
+  check_batched_nms_args(boxes, scores, idxs, iou_threshold);
+  TORCH_CHECK(boxes.is_cuda() && scores.device() == boxes.device() && idxs.device() == boxes.device(),
+              "yolov9k::batched_nms (CUDA kernel): expected tensors on one CUDA device, got ", boxes.device(),
+              ", ", scores.device(), ", ", idxs.device());
+  return batched_nms_cuda_impl(boxes.to(at::kFloat).contiguous(), scores.to(at::kFloat).contiguous(),
+                               idxs.to(at::kLong).contiguous(), iou_threshold, max_keep);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(yolov9k, CUDA, m) { m.impl("postprocess", &postprocess_cuda); }
+TORCH_LIBRARY_IMPL(yolov9k, CUDA, m) {
+  m.impl("postprocess", &postprocess_cuda);
+  m.impl("batched_nms", &batched_nms_cuda);
+}
 
 }  // namespace yolov9k

@@ -265,7 +265,8 @@ def _pad(dets: list[Tensor], max_det: int, device: torch.device) -> tuple[Tensor
 for _backend in ("cpp", "cuda"):
     _dispatch.register("postprocess", _backend, _native_postprocess, native_op="postprocess")
 _dispatch.register("postprocess", "torch", _reference_postprocess)
-_dispatch.register("batched_nms", "cpp", _native_batched_nms, native_op="batched_nms")
+for _backend in ("cpp", "cuda"):
+    _dispatch.register("batched_nms", _backend, _native_batched_nms, native_op="batched_nms")
 _dispatch.register("batched_nms", "torch", _reference_batched_nms)
 
 
