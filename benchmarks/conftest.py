@@ -3,7 +3,11 @@ performance claims come from full runs (see benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +33,29 @@ def synchronize(device: str | torch.device) -> None:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def peak_rss_rise_mb(setup: str, call: str) -> float:
+    """Peak resident-memory rise (MB) of the statement ``call`` after ``setup``, in a fresh process.
+
+    The peak (VmHWM) is reset just before ``call`` through ``/proc/self/clear_refs``, so neither
+    ``setup`` nor the parent process counts (``ru_maxrss`` would keep the parent's peak across the
+    fork + exec of the child). Runs with the parent's thread count.
+    """
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+{setup}
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+{call}
+print(json.dumps(max(0.0, status("VmHWM:") - before)))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))

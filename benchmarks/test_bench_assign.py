@@ -2,22 +2,16 @@
 official algorithm (``official_assigner.py``), side by side, at 640 px (A = 8400), M in {20, 100}.
 
 Peak extra memory: on CPU, measured in a fresh subprocess as the rise of the peak resident set size
-(``ru_maxrss``) over the resident size just before one call, inputs already built; on CUDA,
+over the resident size just before one call, inputs already built (``conftest.peak_rss_rise_mb``); on CUDA,
 ``torch.cuda.max_memory_allocated`` over the allocated memory before the call. Both go into
 ``benchmark.extra_info['peak_extra_mb']``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import QUICK, device_name, pick, requires_cuda, synchronize
+from conftest import QUICK, device_name, peak_rss_rise_mb, pick, requires_cuda, synchronize
 from official_assigner import official_style_assign
 
 from yolov9k.ops import use_backend
@@ -52,25 +46,13 @@ def make_inputs(batch: int, m: int, device: str = "cpu", seed: int = 0) -> tuple
 
 
 def _peak_extra_mb_cpu(provider: str, batch: int, m: int) -> float:
-    """Peak RSS rise (MB) of one call in a fresh single-purpose process."""
-    code = f"""
-import json, resource, sys, torch
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_bench_assign import PROVIDERS, make_inputs
-from yolov9k.ops import use_backend
-args = make_inputs({batch}, {m})
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-before = rss()
-with use_backend("torch"):
-    PROVIDERS[{provider!r}](*args)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(max(0.0, peak - before)))
-"""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    """Peak RSS rise (MB) of one call in a fresh process, inputs already built."""
+    setup = (
+        "from test_bench_assign import PROVIDERS, make_inputs\n"
+        "from yolov9k.ops import use_backend\n"
+        f"args = make_inputs({batch}, {m})"
+    )
+    return peak_rss_rise_mb(setup, f"with use_backend('torch'):\n    PROVIDERS[{provider!r}](*args)")
 
 
 def _run(benchmark, provider: str, m: int, device: str) -> None:

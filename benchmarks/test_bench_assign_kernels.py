@@ -7,21 +7,16 @@ The official-style baseline is skipped at M=1000: its int64 one-hot of the top-k
 (B, M, topk, A), would take 16 * 1000 * 10 * 8400 * 8 B = 10.8 GB.
 
 Peak extra memory (``benchmark.extra_info['peak_extra_mb']``): on CPU the rise of the peak resident
-set size over the resident size before one call, in a fresh process with the inputs built; on CUDA
+set size over the resident size before one call, in a fresh process with the inputs built
+(``conftest.peak_rss_rise_mb``); on CUDA
 ``torch.cuda.max_memory_allocated`` over the allocated memory before the call.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import QUICK, device_name, pick, requires_cuda, synchronize
+from conftest import QUICK, device_name, peak_rss_rise_mb, pick, requires_cuda, synchronize
 from official_assigner import official_style_assign
 from test_bench_assign import make_inputs
 
@@ -53,23 +48,9 @@ PROVIDERS = {
 
 
 def _peak_extra_mb_cpu(provider: str, batch: int, m: int) -> float:
-    """Peak RSS rise (MB) of one call in a fresh single-purpose process."""
-    code = f"""
-import json, resource, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_bench_assign_kernels import PROVIDERS, make_inputs
-args = make_inputs({batch}, {m})
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-before = rss()
-PROVIDERS[{provider!r}](*args)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(max(0.0, peak - before)))
-"""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    """Peak RSS rise (MB) of one call in a fresh process, inputs already built."""
+    setup = f"from test_bench_assign_kernels import PROVIDERS, make_inputs\nargs = make_inputs({batch}, {m})"
+    return peak_rss_rise_mb(setup, f"PROVIDERS[{provider!r}](*args)")
 
 
 def _run(benchmark, provider: str, m: int, device: str) -> None:

@@ -101,3 +101,36 @@ def test_postprocess_cpu(benchmark, provider, batch, setting):
 @pytest.mark.parametrize("provider", ["official", "cuda", "fixed"])
 def test_postprocess_cuda(benchmark, provider, batch, setting):
     _run(benchmark, provider, batch, setting, "cuda")
+
+
+def _nms_inputs(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` boxes in clusters over a 640 px image, 80 classes."""
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.rand(n // 10 + 1, 2, generator=gen) * 640
+    c = centres[torch.arange(n) // 10] + torch.randn(n, 2, generator=gen) * 4
+    wh = torch.rand(n, 2, generator=gen) * 120 + 8
+    boxes = torch.cat([c - wh / 2, c + wh / 2], 1)
+    scores = torch.rand(n, generator=gen)
+    idxs = torch.randint(NC, (n,), generator=gen)
+    return boxes.to(device), scores.to(device), idxs.to(device)
+
+
+@requires_cuda
+@pytest.mark.parametrize("n", pick([1000, 30000], [1000]))
+@pytest.mark.parametrize("provider", ["cuda", "torchvision"])
+def test_batched_nms_cuda(benchmark, provider, n):
+    boxes, scores, idxs = _nms_inputs(n, "cuda")
+    if provider == "torchvision":
+        tv_ops = pytest.importorskip("torchvision.ops")
+        fn = lambda: tv_ops.batched_nms(boxes, scores, idxs, 0.5)  # noqa: E731
+    else:
+        fn = lambda: ops.batched_nms(boxes, scores, idxs, 0.5)  # noqa: E731
+
+    def call():
+        out = fn()
+        synchronize("cuda")
+        return out
+
+    benchmark.group = f"batched_nms cuda N={n}"
+    benchmark.extra_info.update(device=device_name("cuda"), n=n, provider=provider)
+    benchmark(call)

@@ -1,4 +1,5 @@
-"""One training step (forward + loss + backward + optimizer step) of gelan-t and yolov9-t on CPU.
+"""One training step (forward + loss + backward + optimizer step) of gelan-t and yolov9-t on CPU,
+with our kernels (``auto``: the C++ assigner) and with the PyTorch references only (``torch``).
 
 Full: batch 8, imgsz 320; ``YOLOV9K_BENCH_QUICK=1``: batch 2, imgsz 128.
 """
@@ -12,13 +13,15 @@ from benchmarks.conftest import device_name, pick
 from yolov9k.engine.optim import build_optimizer
 from yolov9k.loss import DetectionLoss
 from yolov9k.models import build_model
+from yolov9k.ops import use_backend
 
 BATCH = pick(8, 2)
 IMGSZ = pick(320, 128)
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("model_name", ["gelan-t", "yolov9-t"])
-def test_train_step_cpu(benchmark, model_name):
+def test_train_step_cpu(benchmark, model_name, backend):
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=80).train()
     loss_fn = DetectionLoss(model)
@@ -32,13 +35,17 @@ def test_train_step_cpu(benchmark, model_name):
     )  # fmt: skip
 
     def step() -> float:
-        loss, _ = loss_fn(model(x), targets)
+        with use_backend(backend):
+            loss, _ = loss_fn(model(x), targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(loss)
 
-    benchmark.extra_info.update(device=device_name("cpu"), batch=BATCH, imgsz=IMGSZ, dtype="float32")
+    benchmark.group = f"train step cpu {model_name} B={BATCH} {IMGSZ}px"
+    benchmark.extra_info.update(
+        device=device_name("cpu"), batch=BATCH, imgsz=IMGSZ, dtype="float32", backend=backend
+    )
     loss = benchmark.pedantic(step, rounds=pick(3, 2), warmup_rounds=1, iterations=1)
     assert loss == loss  # finite step ran
