@@ -6,6 +6,7 @@ Target (MISSION.md): B=32, conf 0.001, multi-label (validation) >= 10x the offic
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ SETTINGS = {
 }
 
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nms_fixture.pt"
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURE = Path(os.environ.get("YOLOV9K_FIXTURES") or _SHARED / "fixtures") / "nms_fixture.pt"
 
 
 def synthetic_pred(batch: int, device: str = "cpu") -> torch.Tensor:

@@ -11,7 +11,10 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+# Reference data of the official code: ../shared/fixtures beside the checkout, or $YOLOV9K_FIXTURES.
+FIXTURES = Path(
+    os.environ.get("YOLOV9K_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+)
 
 
 def assert_close_verbose(
@@ -42,7 +45,7 @@ def assert_close_verbose(
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES} (../shared/fixtures)")
+        pytest.fail(f"reference fixtures not found at {FIXTURES} (../shared/fixtures or $YOLOV9K_FIXTURES)")
     return FIXTURES
 
 
