@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <unordered_map>
 #include <vector>
 
@@ -159,14 +160,36 @@ struct PostprocessArgs {
   const bool* class_mask;  // nullptr: every class
 };
 
+inline float bits_to_float(int32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 // Candidates of one image in the official order. p: (4 + nc, A) float32, row-major.
 // An anchor with any NaN class score is dropped (the official `amax > conf` is false for it).
 std::vector<Candidate> image_candidates(const float* p, const PostprocessArgs& a) {
   const int64_t A = a.anchors, nc = a.nc;
-  std::vector<uint8_t> has_nan(A, 0);
+  // One pass over the class rows: NaN flags and, for single-label, the best class (the first one on
+  // ties, as torch.max). Written with integer masks and no branches so that gcc vectorises it
+  // without -march flags (a float ?: select is "control flow" to it).
+  std::vector<int32_t> has_nan(A, 0);
+  std::vector<int32_t> best_bits(A), best_cls(A, 0);
+  std::memcpy(best_bits.data(), p + 4 * A, A * sizeof(float));
+  int32_t* __restrict__ nan_p = has_nan.data();
+  int32_t* __restrict__ best_p = best_bits.data();
+  int32_t* __restrict__ cls_p = best_cls.data();
   for (int64_t c = 0; c < nc; ++c) {
-    const float* row = p + (4 + c) * A;
-    for (int64_t i = 0; i < A; ++i) has_nan[i] |= std::isnan(row[i]);
+    const int32_t* __restrict__ row = reinterpret_cast<const int32_t*>(p + (4 + c) * A);
+    const int32_t ci = static_cast<int32_t>(c);
+    for (int64_t i = 0; i < A; ++i) {
+      const int32_t v = row[i];
+      nan_p[i] |= static_cast<int32_t>((v & 0x7fffffff) > 0x7f800000);  // isnan
+      if (a.multi_label) continue;
+      const int32_t better = -static_cast<int32_t>(bits_to_float(v) > bits_to_float(best_p[i]));
+      best_p[i] = (v & better) | (best_p[i] & ~better);
+      cls_p[i] = (ci & better) | (cls_p[i] & ~better);
+    }
   }
   std::vector<Candidate> cands;
   if (a.multi_label) {
@@ -174,22 +197,15 @@ std::vector<Candidate> image_candidates(const float* p, const PostprocessArgs& a
       if (a.class_mask && !a.class_mask[c]) continue;
       const float* row = p + (4 + c) * A;
       for (int64_t i = 0; i < A; ++i)
-        if (row[i] > a.conf && !has_nan[i]) cands.push_back({row[i], i * nc + c});
+        if (row[i] > a.conf && !nan_p[i]) cands.push_back({row[i], i * nc + c});
     }
     return cands;
   }
-  // Best class of each anchor; the first one on ties (torch.max).
-  std::vector<float> best(p + 4 * A, p + 5 * A);
-  std::vector<int32_t> best_cls(A, 0);
-  for (int64_t c = 1; c < nc; ++c) {
-    const float* row = p + (4 + c) * A;
-    for (int64_t i = 0; i < A; ++i)
-      if (row[i] > best[i]) best[i] = row[i], best_cls[i] = static_cast<int32_t>(c);
-  }
   for (int64_t i = 0; i < A; ++i) {
-    if (has_nan[i] || !(best[i] > a.conf)) continue;
-    if (a.class_mask && !a.class_mask[best_cls[i]]) continue;
-    cands.push_back({best[i], i * nc + best_cls[i]});
+    const float best = bits_to_float(best_p[i]);
+    if (nan_p[i] || !(best > a.conf)) continue;
+    if (a.class_mask && !a.class_mask[cls_p[i]]) continue;
+    cands.push_back({best, i * nc + cls_p[i]});
   }
   return cands;
 }
