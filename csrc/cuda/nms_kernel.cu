@@ -113,6 +113,32 @@ __device__ __forceinline__ bool suppresses(const DevBoxT<Group>& a, const DevBox
   return uni > 0.f && static_cast<double>(__fdiv_rn(inter, uni)) > threshold;
 }
 
+// The two parallel steps of a tile, shared by both greedy kernels (thread t holds candidate `me` of
+// the tile that starts at rank `start`, of n): is `me` still alive after the k_end boxes kept in
+// earlier tiles, and row t of the tile's bitmask (the later candidates of the tile that `me` would
+// suppress, all zero when `me` is dead). Call the second after a __syncthreads that publishes
+// tile_box.
+template <typename Group>
+__device__ __forceinline__ bool alive_after_kept(const DevBoxT<Group>* kept, int64_t k_end, const DevBoxT<Group>& me,
+                                                 bool valid, double iou_threshold) {
+  bool alive = valid;
+  for (int64_t k = 0; alive && k < k_end; ++k) alive = !suppresses(kept[k], me, iou_threshold);
+  return alive;
+}
+
+template <typename Group>
+__device__ __forceinline__ void tile_mask_row(const DevBoxT<Group>* tile_box, const DevBoxT<Group>& me, bool alive,
+                                              int t, int64_t start, int64_t n, double iou_threshold,
+                                              uint64_t* row) {
+  for (int w = 0; w < kWords; ++w) {
+    uint64_t bits = 0;
+    if (alive)
+      for (int j = max(w * 64, t + 1); j < (w + 1) * 64 && start + j < n; ++j)
+        if (suppresses(me, tile_box[j], iou_threshold)) bits |= 1ull << (j - w * 64);
+    row[w] = bits;
+  }
+}
+
 // One block (kTile threads) per image. Dynamic shared memory: the kept boxes (max_det DevBox).
 __global__ void __launch_bounds__(kTile)
     greedy_nms(const float* __restrict__ pred, int64_t anchors, int nc, const uint64_t* __restrict__ sorted_keys,
@@ -147,20 +173,10 @@ __global__ void __launch_bounds__(kTile)
                          __fadd_rn(__fadd_rn(x, hw), off), __fadd_rn(__fadd_rn(y, hh), off), agnostic ? 0 : c);
     }
     tile_box[t] = me;
-    // Suppressed by a box kept in an earlier tile?
-    bool alive = valid;
-    const int k_end = num_kept;
-    for (int k = 0; alive && k < k_end; ++k) alive = !suppresses(kept[k], me, iou_threshold);
+    const bool alive = alive_after_kept(kept, num_kept, me, valid, iou_threshold);
     tile_alive[t] = alive;
     __syncthreads();
-    // Row t of the tile bitmask: later candidates of this tile that `me` would suppress.
-    for (int w = 0; w < kWords; ++w) {
-      uint64_t bits = 0;
-      if (alive)
-        for (int j = max(w * 64, t + 1); j < (w + 1) * 64 && start + j < n; ++j)
-          if (suppresses(me, tile_box[j], iou_threshold)) bits |= 1ull << (j - w * 64);
-      tile_mask[t][w] = bits;
-    }
+    tile_mask_row(tile_box, me, alive, t, start, n, iou_threshold, tile_mask[t]);
     __syncthreads();
     if (t == 0) {  // greedy resolution of the tile, in rank order
       uint64_t removed[kWords] = {0, 0, 0, 0};
@@ -230,18 +246,10 @@ __global__ void __launch_bounds__(kTile)
       me = make_box<int64_t>(p[0], p[1], p[2], p[3], groups[idx]);
     }
     tile_box[t] = me;
-    bool alive = valid;
-    const int64_t k_end = num_kept;
-    for (int64_t k = 0; alive && k < k_end; ++k) alive = !suppresses(kept[k], me, iou_threshold);
+    const bool alive = alive_after_kept(kept, num_kept, me, valid, iou_threshold);
     tile_alive[t] = alive;
     __syncthreads();
-    for (int w = 0; w < kWords; ++w) {
-      uint64_t bits = 0;
-      if (alive)
-        for (int j = max(w * 64, t + 1); j < (w + 1) * 64 && start + j < n; ++j)
-          if (suppresses(me, tile_box[j], iou_threshold)) bits |= 1ull << (j - w * 64);
-      tile_mask[t][w] = bits;
-    }
+    tile_mask_row(tile_box, me, alive, t, start, n, iou_threshold, tile_mask[t]);
     __syncthreads();
     if (t == 0) {  // greedy resolution of the tile, in rank order
       uint64_t removed[kWords] = {0, 0, 0, 0};
