@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the C++ CPU extension with AddressSanitizer + UndefinedBehaviorSanitizer in a scratch copy
 # and runs the native-op parity / fuzz tests against it. Usage: bash .ci/sanitize.sh [pytest args]
-# Needs the project venv (.venv) with torch installed. Not part of the default CI run (slow build).
+# Needs the project venv (.venv) with torch installed. Run by .ci/run (about 2 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -12,6 +12,8 @@ git ls-files -z --cached --others --exclude-standard \
     | grep -z -E '^(setup.py|pyproject.toml|README.md|csrc/|yolov9k/|kernels/|tests/)' \
     | xargs -0 -I{} cp --parents {} "$work"
 cd "$work"
+# the scratch copy has no ../shared beside it: point the tests at the checkout's fixtures
+export YOLOV9K_FIXTURES=${YOLOV9K_FIXTURES:-$ROOT/../shared/fixtures}
 if ! YOLOV9K_SANITIZE=1 "$PY" setup.py -q build_ext --inplace > build.log 2>&1; then
     tail -40 build.log; echo "sanitizer build FAILED"; exit 1
 fi

@@ -160,6 +160,9 @@ struct PostprocessArgs {
   const bool* class_mask;  // nullptr: every class
 };
 
+// int32 that may alias float: reading the score rows' bits through it is defined behaviour.
+using AliasInt32 = int32_t __attribute__((__may_alias__));
+
 inline float bits_to_float(int32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
@@ -170,6 +173,7 @@ inline float bits_to_float(int32_t bits) {
 // An anchor with any NaN class score is dropped (the official `amax > conf` is false for it).
 std::vector<Candidate> image_candidates(const float* p, const PostprocessArgs& a) {
   const int64_t A = a.anchors, nc = a.nc;
+  if (A == 0) return {};
   // One pass over the class rows: NaN flags and, for single-label, the best class (the first one on
   // ties, as torch.max). Written with integer masks and no branches so that gcc vectorises it
   // without -march flags (a float ?: select is "control flow" to it).
@@ -180,7 +184,7 @@ std::vector<Candidate> image_candidates(const float* p, const PostprocessArgs& a
   int32_t* __restrict__ best_p = best_bits.data();
   int32_t* __restrict__ cls_p = best_cls.data();
   for (int64_t c = 0; c < nc; ++c) {
-    const int32_t* __restrict__ row = reinterpret_cast<const int32_t*>(p + (4 + c) * A);
+    const AliasInt32* __restrict__ row = reinterpret_cast<const AliasInt32*>(p + (4 + c) * A);
     const int32_t ci = static_cast<int32_t>(c);
     for (int64_t i = 0; i < A; ++i) {
       const int32_t v = row[i];
