@@ -254,12 +254,8 @@ __global__ void __launch_bounds__(kTile)
     if (t == 0) {  // greedy resolution of the tile, in rank order
       uint64_t removed[kWords] = {0, 0, 0, 0};
       int64_t nk = num_kept;
-      bool stop = false;
-      for (int j = 0; j < kTile && start + j < n; ++j) {
-        if (max_keep >= 0 && nk >= max_keep) {
-          stop = true;
-          break;
-        }
+      const int64_t limit = max_keep < 0 ? n : max_keep;
+      for (int j = 0; j < kTile && start + j < n && nk < limit; ++j) {
         if (!tile_alive[j] || (removed[j / 64] >> (j % 64)) & 1) continue;
         for (int w = 0; w < kWords; ++w) removed[w] |= tile_mask[j][w];
         kept[nk] = tile_box[j];
@@ -267,8 +263,7 @@ __global__ void __launch_bounds__(kTile)
       }
       // NaN scores sort last: a tile that ends in one ends the work.
       const int64_t last = min(start + kTile, n) - 1;
-      done = stop || (max_keep >= 0 && nk >= max_keep) ||
-             static_cast<uint32_t>(sorted_keys[last] >> 32) == kNanRank;
+      done = nk >= limit || static_cast<uint32_t>(sorted_keys[last] >> 32) == kNanRank;
       num_kept = nk;
     }
     __syncthreads();
