@@ -6,7 +6,6 @@ Target (MISSION.md): B=32, conf 0.001, multi-label (validation) >= 10x the offic
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -26,34 +25,14 @@ SETTINGS = {
 }
 
 
-_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURE = Path(os.environ.get("YOLOV9K_FIXTURES") or _SHARED / "fixtures") / "nms_fixture.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nms_fixture.pt"
 
 
 def synthetic_pred(batch: int, device: str = "cpu") -> torch.Tensor:
-    """(B, 84, A) like a trained model's output. The NMS fixture's ``synthetic_pred`` (2 images:
+    """(B, 84, A) like a trained model's output: the NMS fixture's ``synthetic_pred`` (2 images:
     20 objects x 10 overlapping predictions over low-score background, ~13k (anchor, class) pairs
-    above 0.001 per image) tiled to ``batch``; a similar random tensor when the fixture is absent."""
-    if FIXTURE.is_file():
-        base = torch.load(FIXTURE, weights_only=True)["synthetic_pred"][:, :, :ANCHORS]
-    else:
-        gen = torch.Generator().manual_seed(0)
-        xy = torch.rand(2, 2, ANCHORS, generator=gen) * 640
-        wh = torch.rand(2, 2, ANCHORS, generator=gen) * 60 + 4
-        scores = torch.rand(2, NC, ANCHORS, generator=gen) ** 12 * 0.0013  # ~2% of pairs > 0.001
-        for b in range(2):
-            for _ in range(20):
-                a = torch.randint(ANCHORS, (10,), generator=gen)
-                centre, size = (
-                    torch.rand(2, 1, generator=gen) * 640,
-                    torch.rand(2, 1, generator=gen) * 150 + 10,
-                )
-                xy[b, :, a] = centre + torch.randn(2, 10, generator=gen) * 4
-                wh[b, :, a] = size * (1 + torch.randn(2, 10, generator=gen) * 0.05)
-                scores[b, torch.randint(NC, (1,), generator=gen), a] = (
-                    torch.rand(10, generator=gen) * 0.6 + 0.3
-                )
-        base = torch.cat([xy, wh, scores], 1)
+    above 0.001 per image) tiled to ``batch``."""
+    base = torch.load(FIXTURE, weights_only=True)["synthetic_pred"][:, :, :ANCHORS]
     return base.repeat((batch + 1) // 2, 1, 1)[:batch].contiguous().to(device)
 
 

@@ -1,5 +1,5 @@
 """Test setup. TRITON_INTERPRET must be set before any module defining Triton kernels is imported,
-so Triton kernels run on CPU tensors here (see ../shared/BUILD-NOTES.md)."""
+so Triton kernels run on CPU tensors here (see docs/building.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Reference data of the official code: ../shared/fixtures beside the checkout, or $YOLOV9K_FIXTURES.
-FIXTURES = Path(
-    os.environ.get("YOLOV9K_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-)
+# Reference data made by the official code, carried in the repository (tests/fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_FILES = tuple(line.split()[1] for line in (FIXTURES / "SHA256SUMS").read_text().splitlines())
 
 
 def assert_close_verbose(
@@ -44,8 +43,10 @@ def assert_close_verbose(
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES} (../shared/fixtures or $YOLOV9K_FIXTURES)")
+    """The reference-data folder; a missing file is an error (pytest.fail), never a skip."""
+    missing = [name for name in FIXTURE_FILES if not (FIXTURES / name).is_file()]
+    if missing:
+        pytest.fail(f"reference fixtures missing from {FIXTURES}: {', '.join(missing)}")
     return FIXTURES
 
 
