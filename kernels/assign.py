@@ -16,7 +16,7 @@ the semantics and the official quirks). Reading order: helpers, the three kernel
      ``t * max_iou(gt) / (max_t(gt) + eps)`` written directly into the outputs.
 
 Memory: the outputs, plus (B, A) and (B, M) scratch. The CIoU's arctangents come from the reference's
-own ``_box_terms`` (same torch calls, same bits); the kernels compute the rest in the reference's
+own ``box_terms`` (same torch calls, same bits); the kernels compute the rest in the reference's
 operation order with fp fusion off, IEEE division and ``sqrt_rn``; ``s**alpha`` / ``iou**beta`` use
 libdevice ``powf`` (what torch's CUDA pow calls). Under ``TRITON_INTERPRET=1`` (CPU tests) libdevice
 is unavailable and powers are computed as ``exp(e * log(x))`` in float64, which can differ from the
@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from yolov9k.ops.assign import AssignResult, _box_terms, assign_reference
+from .common import box_terms
 
 __all__ = ["assign_triton", "grid_levels"]
 
@@ -365,28 +365,28 @@ def assign_triton(
     alpha: float = 0.5,
     beta: float = 6.0,
     eps: float = 1e-9,
-) -> AssignResult:
-    """``yolov9k.ops.assign`` with Triton kernels (inputs validated by the caller).
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+    """``yolov9k.ops.assign`` with Triton kernels (inputs validated by the caller); None for the
+    cases it leaves to the PyTorch reference (M == 0, B == 0, float64 boxes, an irregular anchor layout).
 
     Args/returns as ``yolov9k.ops.assign``: pd_scores (B, A, C), pd_bboxes (B, A, 4) xyxy px,
     anc_points (A, 2) px, gt_labels / mask_gt (B, M, 1), gt_bboxes (B, M, 4) xyxy px ->
     (labels (B, A) int64, boxes (B, A, 4) f32, scores (B, A, C) f32, fg (B, A) bool, gt_idx (B, A) int64).
     """
-    args = (pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, topk, alpha, beta, eps)
     bsz, n_anchor, n_cls = pd_scores.shape
     m = gt_bboxes.shape[1]
     if m == 0 or bsz == 0 or pd_bboxes.dtype == torch.float64:
-        return assign_reference(*args)
+        return None
     levels = _grid_levels_cached(anc_points)
     if levels is None:  # not a regular multi-level grid: the reference handles any layout
-        return assign_reference(*args)
+        return None
     device = pd_scores.device
     if not pd_scores.is_cuda and pd_scores.dtype == torch.bfloat16:
         pd_scores = pd_scores.float()  # the interpreter mis-handles bf16 (exact conversion)
     pd = pd_bboxes.float()
     gt = gt_bboxes.float()
-    pd_atan = _box_terms(pd, CIOU_EPS)["atan"].contiguous()  # the reference's own arctangents
-    gt_atan = _box_terms(gt, CIOU_EPS)["atan"].contiguous()
+    pd_atan = box_terms(pd, CIOU_EPS)["atan"].contiguous()  # the reference's own arctangents
+    gt_atan = box_terms(gt, CIOU_EPS)["atan"].contiguous()
     pd, gt = pd.contiguous(), gt.contiguous()
     labels = gt_labels.reshape(bsz, m).long()
     labels32 = labels.to(torch.int32).contiguous()

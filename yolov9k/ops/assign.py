@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from yolov9k.kernels.common import box_terms
 from yolov9k.ops import _dispatch
 
 __all__ = ["assign", "assign_reference", "AssignResult"]
@@ -50,27 +51,10 @@ _POW_ALIGN = 64
 _POW_BLOCK = 32768
 
 
-def _box_terms(boxes: Tensor, eps: float) -> dict[str, Tensor]:
-    """Per-box pieces of CIoU, in the official operation order. boxes (..., 4) xyxy -> dict of (...)."""
-    x1, y1, x2, y2 = (c.contiguous() for c in boxes.unbind(-1))
-    w = x2 - x1
-    h = y2 - y1 + eps
-    return {
-        "x1": x1,
-        "y1": y1,
-        "x2": x2,
-        "y2": y2,
-        "area": w * h,
-        "atan": torch.atan(w / h),
-        "xsum": x1 + x2,  # used only for the predicted boxes (box2 in the official call)
-        "ysum": y1 + y2,
-    }
-
-
 def _pairwise_ciou(g: dict[str, Tensor], p: dict[str, Tensor], eps: float = 1e-7) -> Tensor:
     """CIoU of every (gt, predicted) pair, clamped at 0 (Zheng et al. 2020, arXiv:1911.08287).
 
-    ``g`` holds (Bc, M) gt terms and ``p`` (Bc, A) predicted-box terms from ``_box_terms``. Returns
+    ``g`` holds (Bc, M) gt terms and ``p`` (Bc, A) predicted-box terms from ``box_terms``. Returns
     (Bc, M, A). Bit-identical to ``boxes.bbox_iou(gt[:, :, None], pd[:, None], xywh=False,
     CIoU=True).clamp(0)`` (same float operations in the same order), with the per-box parts
     (areas, arctangents) computed once per box and most temporaries updated in place.
@@ -136,7 +120,7 @@ def _assign_chunk(
 
     Args:
         scores: (Bc, A, C) sigmoid scores (any float dtype). anc: (A, 2) px. labels: (Bc, M) int64.
-        gt_boxes: (Bc, M, 4) xyxy px. valid: (Bc, M) bool. pd_terms / gt_terms: ``_box_terms``.
+        gt_boxes: (Bc, M, 4) xyxy px. valid: (Bc, M) bool. pd_terms / gt_terms: ``box_terms``.
     Returns:
         target_gt_idx (Bc, A) int64, fg (Bc, A) bool, row value (Bc, A) float (0 on background).
     """
@@ -220,8 +204,8 @@ def assign_reference(
         )
 
     valid = mask_gt.reshape(bsz, m).bool()
-    pd_terms = _box_terms(pd_bboxes, 1e-7)  # whole batch at once: same arctangents as officially
-    gt_terms = _box_terms(gt_bboxes, 1e-7)
+    pd_terms = box_terms(pd_bboxes, 1e-7)  # whole batch at once: same arctangents as officially
+    gt_terms = box_terms(gt_bboxes, 1e-7)
     target_gt_idx = torch.empty(bsz, n_anchor, dtype=torch.long, device=device)
     fg_mask = torch.empty(bsz, n_anchor, dtype=torch.bool, device=device)
     value = torch.empty(bsz, n_anchor, dtype=dtype, device=device)
@@ -261,11 +245,12 @@ def _native_assign(*args) -> AssignResult:
     return torch.ops.yolov9k.assign(*args)
 
 
-def _triton_assign(*args) -> AssignResult:
+def _triton_assign(*args, **kwargs) -> AssignResult:
     """Triton kernels (``yolov9k.kernels.assign``; CUDA tensors, or CPU under TRITON_INTERPRET=1)."""
     from yolov9k.kernels.assign import assign_triton  # noqa: PLC0415  (triton is optional)
 
-    return assign_triton(*args)
+    out = assign_triton(*args, **kwargs)
+    return assign_reference(*args, **kwargs) if out is None else out  # None: a case left to torch
 
 
 _dispatch.register("assign", "cpp", _native_assign, native_op="assign")
