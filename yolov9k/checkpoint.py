@@ -16,7 +16,6 @@ import functools
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolov9k.io.files import atomic_output
 from yolov9k.io.official import OfficialCheckpoint, official_from_object
 from yolov9k.io.safe_pickle import Record, UnsafeCheckpointError, is_torch_zip, read_torch_zip
 
@@ -107,17 +107,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     ckpt.update({k: _check_plain(v, k) for k, v in extra.items()})
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # umask mode; a full disk says so
+        torch.save(ckpt, f)
     _fsync_dir(path.parent)
     return path
 
