@@ -23,9 +23,10 @@ from conftest import QUICK, device_name, pick, requires_cuda, synchronize
 from torch import nn
 
 from yolov9k.models import build_model
+from yolov9k.models.accelerate import accelerate
 from yolov9k.models.blocks import SPPELAN, RepNCSPELAN4
 from yolov9k.ops import use_backend
-from yolov9k.ops.fused import accelerate, bn_silu_reference
+from yolov9k.ops.fused import bn_silu_reference
 
 BATCH = pick(32, 2)
 TRAIN_BATCH = pick(16, 2)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from yolov9k.ops.fused import check_concat_inputs
+from .common import check_concat_inputs
 
 __all__ = ["MAX_INPUTS", "concat_conv1x1_silu_triton"]
 

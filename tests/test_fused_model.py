@@ -20,9 +20,9 @@ from conftest import assert_close_verbose
 from torch import nn
 
 from yolov9k.models import build_model
+from yolov9k.models.accelerate import AcceleratedConv, AcceleratedRepNCSPELAN4, accelerate
 from yolov9k.models.blocks import ELAN1, SPPELAN, AConv, ADown, Conv, RepConvN, RepNCSPELAN4
 from yolov9k.ops import use_backend
-from yolov9k.ops.fused import AcceleratedConv, AcceleratedRepNCSPELAN4, accelerate
 
 requires_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from yolov9k.models.accelerate import accelerate
 from yolov9k.models.head import DFL, DDetect, DualDDetect
 from yolov9k.models.model import MODELS, DetectionModel, build_model, load_config
 from yolov9k.models.parse import REGISTRY, make_activation
@@ -11,6 +12,7 @@ from yolov9k.models.summary import count_macs, model_info
 __all__ = [
     "MODELS",
     "REGISTRY",
+    "accelerate",
     "DDetect",
     "DFL",
     "DetectionModel",

@@ -110,6 +110,11 @@ class Conv(nn.Module):
             return self.act(self.conv(x))
         return self.act(self.bn(self.conv(x)))
 
+    def forward_concat(self, inputs: list[Tensor]) -> Tensor:
+        """``self(torch.cat(inputs, 1))``: the concat-then-conv of the GELAN blocks, in one place so
+        that ``yolov9k.models.accelerate`` can read the inputs in place instead."""
+        return self(torch.cat(inputs, 1))
+
     def fuse(self) -> None:
         """Fold the BatchNorm into the conv (in place)."""
         if self.bn is not None:
@@ -217,7 +222,16 @@ class RepNCSP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+        return self.cv3.forward_concat([self.m(self.cv1(x)), self.cv2(x)])
+
+
+def _elan_forward(block: RepNCSPELAN4 | ELAN1, x: Tensor) -> Tensor:
+    """Forward of the ELAN blocks: cv1's two halves, two chained stages (cv2, cv3) on the second
+    half, all four concatenated into cv4."""
+    y = list(block.cv1(x).chunk(2, 1))
+    y.append(block.cv2(y[-1]))
+    y.append(block.cv3(y[-1]))
+    return block.cv4.forward_concat(y)
 
 
 class RepNCSPELAN4(nn.Module):
@@ -243,10 +257,7 @@ class RepNCSPELAN4(nn.Module):
         self.cv4 = Conv(c3 + 2 * c4, c2, 1, 1, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = list(self.cv1(x).chunk(2, 1))
-        y.append(self.cv2(y[-1]))
-        y.append(self.cv3(y[-1]))
-        return self.cv4(torch.cat(y, 1))
+        return _elan_forward(self, x)
 
 
 class ELAN1(nn.Module):
@@ -261,10 +272,7 @@ class ELAN1(nn.Module):
         self.cv4 = Conv(c3 + 2 * c4, c2, 1, 1, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = list(self.cv1(x).chunk(2, 1))
-        y.append(self.cv2(y[-1]))
-        y.append(self.cv3(y[-1]))
-        return self.cv4(torch.cat(y, 1))
+        return _elan_forward(self, x)
 
 
 class AConv(nn.Module):
@@ -323,7 +331,7 @@ class SPPELAN(nn.Module):
         y = [self.cv1(x)]
         for m in (self.cv2, self.cv3, self.cv4):
             y.append(m(y[-1]))
-        return self.cv5(torch.cat(y, 1))
+        return self.cv5.forward_concat(y)
 
 
 class CBLinear(nn.Module):

@@ -1,4 +1,4 @@
-"""Fused Conv-BN-SiLU and ELAN aggregation: PyTorch references, dispatched ops, ``accelerate(model)``.
+"""Fused Conv-BN-SiLU and ELAN aggregation: PyTorch references, dispatched ops, model-side helpers.
 
 Two ops, each with a readable reference (also the CPU path and the ONNX-export path) and a Triton
 implementation in ``kernels/`` (installed as ``yolov9k.kernels``):
@@ -11,10 +11,8 @@ implementation in ``kernels/`` (installed as ``yolov9k.kernels``):
   blocks after ``fuse()``. The Triton version (``kernels/concat_conv1x1.py``) is one GEMM reading
   every branch in place (no concat), channels-last output.
 
-``accelerate(model)`` makes a built model use them: it swaps the class of ``Conv`` /
-``RepNCSPELAN4`` / ``ELAN1`` / ``SPPELAN`` / ``RepNCSP`` modules for subclasses whose ``forward``
-asks the dispatcher at call time. When the dispatcher picks ``torch`` (always for CPU tensors in
-auto mode) they run the original ``forward`` unchanged, so the model is numerically the same.
+``yolov9k.models.accelerate`` makes a built model use them through ``fused_backend``,
+``bn_silu_triton``, ``can_run_concat_gemm`` and ``concat_gemm_silu`` (this module knows no model).
 
 Choice on CUDA in auto mode (``_triton_worth_it``): the Triton path is used for every shape for now.
 TODO(gpu): replace with the measured crossover from ``benchmarks/test_bench_fused.py`` (run by
@@ -30,21 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yolov9k.models.blocks import ELAN1, SPPELAN, Conv, RepNCSP, RepNCSPELAN4
+from yolov9k.kernels.common import check_concat_inputs
 from yolov9k.ops import _dispatch
 
 __all__ = [
-    "AcceleratedConv",
-    "AcceleratedELAN1",
-    "AcceleratedRepNCSP",
-    "AcceleratedRepNCSPELAN4",
-    "AcceleratedSPPELAN",
-    "accelerate",
     "bn_silu",
     "bn_silu_reference",
+    "bn_silu_triton",
+    "can_run_concat_gemm",
     "check_concat_inputs",
     "concat_conv1x1_silu",
     "concat_conv1x1_silu_reference",
+    "concat_gemm_silu",
+    "fused_backend",
 ]
 
 
@@ -89,36 +85,6 @@ def bn_silu_reference(
     return F.silu(F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, factor, eps))
 
 
-def check_concat_inputs(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> None:
-    """Clear errors for what ``concat_conv1x1_silu`` (any backend) cannot take."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
-        raise ValueError("concat_conv1x1_silu expects a non-empty list of (N, C_i, H, W) tensors")
-    first = inputs[0]
-    for i, t in enumerate(inputs):
-        if not isinstance(t, Tensor) or t.dim() != 4:
-            raise ValueError(f"concat_conv1x1_silu: input {i} must be a 4-D tensor (N, C_i, H, W)")
-        if (t.shape[0], *t.shape[2:]) != (first.shape[0], *first.shape[2:]):
-            raise ValueError(
-                f"concat_conv1x1_silu: input {i} has shape {tuple(t.shape)}, input 0 "
-                f"{tuple(first.shape)}; N, H and W must match"
-            )
-        if t.dtype != first.dtype or t.device != first.device:
-            raise ValueError(
-                f"concat_conv1x1_silu: input {i} is {t.dtype} on {t.device}, input 0 is {first.dtype} "
-                f"on {first.device}"
-            )
-    if not first.is_floating_point():
-        raise TypeError(f"concat_conv1x1_silu expects floating-point inputs, got {first.dtype}")
-    k_total = sum(t.shape[1] for t in inputs)
-    if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[1:]) != (k_total, 1, 1):
-        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f"concat_conv1x1_silu: weight must be (C_out, {k_total}, 1, 1), got {shape}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"concat_conv1x1_silu: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if weight.device != first.device or (bias is not None and bias.device != first.device):
-        raise ValueError("concat_conv1x1_silu: weight and bias must be on the inputs' device")
-
-
 def concat_conv1x1_silu_reference(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
     """``silu(conv2d(cat(inputs, 1), weight, bias))``.
 
@@ -133,26 +99,33 @@ def concat_conv1x1_silu_reference(inputs: Sequence[Tensor], weight: Tensor, bias
 # --- dispatched ops ------------------------------------------------------------------------------
 
 
-def _bn_silu_triton(*args, **kwargs) -> Tensor:
-    from yolov9k.kernels.bn_silu import bn_silu_triton  # imported on first use (TRITON_INTERPRET)
+def bn_silu_triton(*args, **kwargs) -> Tensor:
+    """The Triton ``bn_silu`` (arguments as :func:`bn_silu_reference`); triton imported on first use."""
+    from yolov9k.kernels.bn_silu import bn_silu_triton as kernel  # optional dependency, TRITON_INTERPRET
 
-    return bn_silu_triton(*args, **kwargs)
+    return kernel(*args, **kwargs)
+
+
+def concat_gemm_silu(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The Triton concat GEMM without argument checks, for callers that checked
+    (:func:`can_run_concat_gemm`); channels-last output, no backward."""
+    from yolov9k.kernels.concat_conv1x1 import concat_conv1x1_silu_triton  # optional dependency
+
+    return concat_conv1x1_silu_triton(list(inputs), weight, bias)
 
 
 def _concat_conv1x1_silu_triton(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
-    from yolov9k.kernels.concat_conv1x1 import concat_conv1x1_silu_triton
-
     check_concat_inputs(inputs, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, weight, bias) if t is not None):
         raise RuntimeError(
             "concat_conv1x1_silu: the Triton kernel is inference-only (no backward); run it under "
             "torch.no_grad() / inference_mode(), or use the torch backend"
         )
-    return concat_conv1x1_silu_triton(list(inputs), weight, bias)
+    return concat_gemm_silu(inputs, weight, bias)
 
 
 _dispatch.register("bn_silu", "torch", bn_silu_reference)
-_dispatch.register("bn_silu", "triton", _bn_silu_triton)
+_dispatch.register("bn_silu", "triton", bn_silu_triton)
 _dispatch.register("concat_conv1x1_silu", "torch", concat_conv1x1_silu_reference)
 _dispatch.register("concat_conv1x1_silu", "triton", _concat_conv1x1_silu_triton)
 
@@ -166,7 +139,7 @@ def _triton_worth_it(op: str, x: Tensor) -> bool:
     return x.device.type == "cuda"
 
 
-def _backend(op: str, x: Tensor) -> str:
+def fused_backend(op: str, x: Tensor) -> str:
     """'triton' or 'torch' for ``op`` on ``x``: the dispatcher's choice plus the auto-mode heuristic.
 
     A forced backend that these ops do not implement (``cpp``, ``cuda``: they exist for other ops)
@@ -208,147 +181,28 @@ def concat_conv1x1_silu(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor |
     return fn(inputs, weight, bias)
 
 
-# --- model transformation ------------------------------------------------------------------------
+# --- helpers for accelerated modules --------------------------------------------------------------
 
 
-def _is_silu(act: nn.Module) -> bool:
-    return isinstance(act, nn.SiLU)
+def can_run_concat_gemm(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module, x: Tensor) -> bool:
+    """Can ``act(conv(cat(inputs)))`` (inputs like ``x``) run as the Triton concat GEMM here?
 
-
-def _fused_1x1(m: Conv) -> bool:
-    """True when ``m`` is a fused (BN folded) 1x1, stride-1, ungrouped, biased conv + SiLU."""
-    c = m.conv
-    return (
-        m.bn is None
-        and c.bias is not None
-        and c.kernel_size == (1, 1)
-        and c.stride == (1, 1)
-        and c.padding == (0, 0)
-        and c.dilation == (1, 1)
-        and c.groups == 1
-        and c.padding_mode == "zeros"
-        and _is_silu(m.act)
-    )
-
-
-def _concat_ready(m: Conv, x: Tensor) -> bool:
-    """Can the transition conv ``m`` run as the Triton concat GEMM on inputs like ``x`` here?"""
-    if not _fused_1x1(m):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or m.conv.weight.requires_grad):
-        return False  # the GEMM kernel has no backward
-    return _backend("concat_conv1x1_silu", x) == "triton"
-
-
-def _concat_silu(m: Conv, inputs: list[Tensor]) -> Tensor:
-    from yolov9k.kernels.concat_conv1x1 import concat_conv1x1_silu_triton
-
-    return concat_conv1x1_silu_triton(inputs, m.conv.weight, m.conv.bias)
-
-
-class AcceleratedConv(Conv):
-    """``Conv`` whose BN + SiLU (training, or eval before fuse) runs as the fused ``bn_silu`` kernel
-    and whose fused 1x1 conv + SiLU runs as the one-input GEMM, when the backend is Triton."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        bn = self.bn
-        if bn is not None:
-            if not (_is_silu(self.act) and bn.affine) or _backend("bn_silu", x) != "triton":
-                return Conv.forward(self, x)
-            training = bn.training or not bn.track_running_stats
-            track = bn.training and bn.track_running_stats
-            return _bn_silu_triton(
-                self.conv(x),
-                bn.weight,
-                bn.bias,
-                bn.running_mean if (not bn.training or bn.track_running_stats) else None,
-                bn.running_var if (not bn.training or bn.track_running_stats) else None,
-                training,
-                bn.momentum,
-                bn.eps,
-                bn.num_batches_tracked if track else None,
-            )
-        if _concat_ready(self, x):
-            return _concat_silu(self, [x])
-        return Conv.forward(self, x)
-
-
-class AcceleratedRepNCSPELAN4(RepNCSPELAN4):
-    """``RepNCSPELAN4`` whose fused cv4 reads [cv1 out, stage 1, stage 2] in place (no torch.cat)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not _concat_ready(self.cv4, x):
-            return RepNCSPELAN4.forward(self, x)
-        y0 = self.cv1(x)  # = cat of its two chunks, which are the first two concat inputs
-        y2 = self.cv2(y0.chunk(2, 1)[1])
-        y3 = self.cv3(y2)
-        return _concat_silu(self.cv4, [y0, y2, y3])
-
-
-class AcceleratedELAN1(ELAN1):
-    """``ELAN1`` whose fused cv4 reads [cv1 out, stage 1, stage 2] in place (no torch.cat)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not _concat_ready(self.cv4, x):
-            return ELAN1.forward(self, x)
-        y0 = self.cv1(x)
-        y2 = self.cv2(y0.chunk(2, 1)[1])
-        y3 = self.cv3(y2)
-        return _concat_silu(self.cv4, [y0, y2, y3])
-
-
-class AcceleratedSPPELAN(SPPELAN):
-    """``SPPELAN`` whose fused cv5 reads the four pyramid maps in place (no torch.cat)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not _concat_ready(self.cv5, x):
-            return SPPELAN.forward(self, x)
-        y = [self.cv1(x)]
-        for m in (self.cv2, self.cv3, self.cv4):
-            y.append(m(y[-1]))
-        return _concat_silu(self.cv5, y)
-
-
-class AcceleratedRepNCSP(RepNCSP):
-    """``RepNCSP`` whose fused cv3 reads [bottlenecks out, cv2 out] in place (no torch.cat)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not _concat_ready(self.cv3, x):
-            return RepNCSP.forward(self, x)
-        return _concat_silu(self.cv3, [self.m(self.cv1(x)), self.cv2(x)])
-
-
-_ACCELERATED: dict[type[nn.Module], type[nn.Module]] = {
-    Conv: AcceleratedConv,
-    RepNCSPELAN4: AcceleratedRepNCSPELAN4,
-    ELAN1: AcceleratedELAN1,
-    SPPELAN: AcceleratedSPPELAN,
-    RepNCSP: AcceleratedRepNCSP,
-}
-
-
-def accelerate(model: nn.Module) -> nn.Module:
-    """Make ``model`` use the fused kernels where the backend allows (in place; returns ``model``).
-
-    Swaps the class of every ``Conv``, ``RepNCSPELAN4``, ``ELAN1``, ``SPPELAN`` and ``RepNCSP`` for
-    its ``Accelerated*`` subclass (same parameters, buffers, state-dict keys; ``fuse()`` still works;
-    idempotent). Their ``forward`` chooses per call:
-
-    * training / unfused eval: ``Conv`` = conv, then the fused BN + SiLU kernel (``bn_silu``);
-    * fused eval: the 1x1 transitions of the GELAN blocks as one GEMM over their branch list (no
-      ``torch.cat``), and every other fused 1x1 Conv + SiLU as the one-input GEMM.
-
-    The Triton path is taken only when the dispatcher picks it (auto: CUDA tensors with triton
-    installed, see ``_triton_worth_it``; forced: ``YOLOV9K_BACKEND=triton`` / ``use_backend``). Under
-    ``torch`` (every CPU tensor in auto mode) the original forwards run, bit for bit.
-
-    Example:
-        >>> m = accelerate(build_model("gelan-c").cuda().half().to(memory_format=torch.channels_last))
+    Yes when the conv is a fused (BN folded: ``bn`` is None) 1x1, stride-1, ungrouped, biased conv
+    followed by SiLU, no gradient is needed (the GEMM has no backward) and the backend is Triton.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"accelerate expects an nn.Module, got {type(model).__name__}")
-    for m in model.modules():
-        new_cls = _ACCELERATED.get(type(m))
-        if new_cls is not None:
-            m.__class__ = new_cls
-    return model
+    fused_1x1 = (
+        bn is None
+        and conv.bias is not None
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and isinstance(act, nn.SiLU)
+    )
+    if not fused_1x1:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+        return False
+    return fused_backend("concat_conv1x1_silu", x) == "triton"
