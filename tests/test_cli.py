@@ -115,13 +115,13 @@ def test_val_predict_export_info_end_to_end(demo_yaml, ckpt, tmp_path, capsys):
                  "--plots", "false", "--save_json", *common]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "mAP50-95" in out
-    rows = json.loads((tmp_path / "runs" / "val" / "exp" / "predictions.json").read_text())
+    rows = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
     assert isinstance(rows, list)
 
     images = demo_yaml.parent / "images" / "val"
     assert main(["predict", "--model", str(ckpt), "--source", str(images), "--conf", "0.001", "--save-txt",
                  "--save-json", "--name", "p", *common]) == 0  # fmt: skip
-    pred_dir = tmp_path / "runs" / "predict" / "p"
+    pred_dir = tmp_path / "runs" / "p"
     assert len(list(pred_dir.glob("*.jpg"))) + len(list(pred_dir.glob("*.png"))) == 4
     assert len(json.loads((pred_dir / "predictions.json").read_text())) == 4
 
@@ -152,7 +152,7 @@ def test_train_end_to_end(demo_yaml, tmp_path, capsys):
     where = ["--project", str(tmp_path), "--name", "t", "--plots", "false"]
     code = main(["train", "--model", "gelan-t", "--data", str(demo_yaml), *small, *where])
     assert code == 0
-    assert (tmp_path / "train" / "t" / "weights" / "last.pt").is_file()
+    assert (tmp_path / "t" / "weights" / "last.pt").is_file()  # --project P --name N -> P/N
 
 
 def test_bad_inputs_give_one_line_errors(demo_yaml, ckpt, tmp_path, capsys):

@@ -89,7 +89,7 @@ def test_predict_folder_outputs_and_corrupt_file(demo, model, tmp_path):
     )  # fmt: skip
     assert len(res) == 4 and len(res.skipped) == 1
     assert res.skipped[0][0].endswith("broken.jpg") and "broken.jpg" in res.skipped[0][1]
-    assert res.save_dir == tmp_path / "runs" / "predict" / "t"
+    assert res.save_dir == tmp_path / "runs" / "t"
     assert sum(len(r["boxes"]) for r in res) > 0, "the biased model should detect something"
     rows = json.loads((res.save_dir / "predictions.json").read_text())
     for r, row in zip(res, rows):

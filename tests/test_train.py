@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,7 +169,7 @@ def tiny_run(tiny_data, tmp_path_factory):
 def test_two_epochs_write_the_run_files(tiny_run):
     trainer, result, _ = tiny_run
     d = result["save_dir"]
-    assert d.name == "exp" and d.parent.name == "train"
+    assert d == Path(trainer.args["project"]).resolve() / "exp"  # <project>/<name>, as the official code
     for f in ("args.yaml", "weights/last.pt", "weights/best.pt", "results.csv", "train_batch0.jpg"):
         assert (d / f).is_file(), f
     args = yaml.safe_load((d / "args.yaml").read_text())

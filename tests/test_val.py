@@ -97,7 +97,7 @@ def test_val_checkpoint_table_and_speed(demo_yaml, tmp_path, capsys):
         workers=0,
         device="cpu",
     )
-    assert m["save_dir"] == tmp_path / "val" / "ck"
+    assert m["save_dir"] == tmp_path / "ck"
     assert m["num_images"] == 4 and m["num_targets"] > 0
     assert set(m["speed"]) == {"preprocess", "inference", "postprocess"}
     assert all(v >= 0 for v in m["speed"].values())

@@ -93,7 +93,7 @@ def _add_val(sub: Any) -> None:
     _option(p, val, "device", "cpu, cuda, cuda:N or N (default: CUDA when available)", type=_none_or_str)
     _option(p, val, "half", "fp16 inference (CUDA only)", type=_bool)
     _option(p, val, "save_json", "write predictions.json in COCO result format", type=_bool)
-    _option(p, val, "project", "output root; results go to <project>/val/<name>")
+    _option(p, val, "project", "results go to <project>/<name> (none: runs/val)", type=_none_or_str)
     _option(p, val, "name", "run name (default exp, numbered when taken)", type=_none_or_str)
     _option(p, val, "split", "dataset split", choices=("train", "val", "test"))
     _option(p, val, "workers", "dataloader worker processes", type=int)
@@ -119,7 +119,7 @@ def _add_predict(sub: Any) -> None:
     _option(p, predict, "save", "write annotated images / videos", type=_bool)
     _option(p, predict, "save_txt", "write labels/<stem>.txt: cls cx cy w h conf (normalized)", type=_bool)
     _option(p, predict, "save_json", "write predictions.json (boxes in original-image pixels)", type=_bool)
-    _option(p, predict, "project", "output root; results go to <project>/predict/<name>")
+    _option(p, predict, "project", "results go to <project>/<name> (none: runs/predict)", type=_none_or_str)
     _option(p, predict, "name", "run name (default exp, numbered when taken)", type=_none_or_str)
     _option(p, predict, "batch", "images per forward pass", type=int)
 
@@ -350,6 +350,7 @@ def _run(verb: str, args: dict[str, Any]) -> Any:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: reported in one line, not as a traceback."""
     errors: list[type[BaseException]] = [FileNotFoundError, ValueError, TypeError, NotImplementedError]
+    errors.append(OSError)  # a file where a folder goes, a full disk, no permission: the path is named
     errors.append(pickle.UnpicklingError)  # UnsafeCheckpointError derives from it
     return tuple(errors)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from yolov9k.api.runtime import LOGGER
+from yolov9k.io.files import check_output_file
 
 __all__ = ["convert"]
 
@@ -35,13 +36,15 @@ def convert(
         ``output`` as a Path.
     Raises:
         FileNotFoundError: no source. ValueError / UnsafeCheckpointError: not a loadable checkpoint,
-        or ``output`` is the source.
+        or ``output`` is the source. IsADirectoryError / NotADirectoryError: ``output`` is a folder, or a
+        file is among its folders. OSError(ENOSPC): the disk filled up while writing.
     """
     from yolov9k.checkpoint import load_model, save_checkpoint
 
-    src, out = Path(source).expanduser(), Path(output).expanduser()
+    src = Path(source).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"checkpoint not found: {src}")
+    out = check_output_file(Path(output).expanduser(), "convert output")
     if out.exists() and out.resolve() == src.resolve():
         raise ValueError(f"output {out} is the source file; write the converted checkpoint elsewhere")
     model = load_model(src)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from yolov9k.api.runtime import LOGGER, resolve_model, select_device, to_inference_model
+from yolov9k.io.files import atomic_output, check_output_file
 
 __all__ = ["export", "EfficientNMS", "FORMATS"]
 
@@ -145,13 +145,6 @@ class _WithNMS(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _atomic_target(file: Path) -> Path:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(
     module: nn.Module,
     example: Tensor,
@@ -164,10 +157,9 @@ def export_onnx(
     """Trace ``module`` on ``example`` into an ONNX file (batch axis dynamic), checked, written atomically."""
     import onnx
 
-    file = Path(file)
-    tmp = _atomic_target(file)
+    file = check_output_file(file, "export file")
     axes = {name: {0: "batch"} for name in ["images", *output_names]} if dynamic else None
-    try:
+    with atomic_output(file) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
             torch.onnx.export(
@@ -187,9 +179,6 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
     return file
 
 
@@ -197,16 +186,11 @@ def export_torchscript(
     module: nn.Module, example: Tensor, file: str | os.PathLike, metadata: dict[str, str]
 ) -> Path:
     """``torch.jit.trace`` ``module`` on ``example``; metadata goes to the ``config.txt`` extra file."""
-    file = Path(file)
-    tmp = _atomic_target(file)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, example, strict=False, check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"config.txt": json.dumps(metadata)})
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    file = check_output_file(file, "export file")
+    with atomic_output(file) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, example, strict=False, check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={"config.txt": json.dumps(metadata)})
     return file
 
 
@@ -255,6 +239,8 @@ def export(
         The path written (written atomically: a complete file or none).
     Raises:
         ValueError: bad arguments. FileNotFoundError / ValueError: unreadable model source.
+        IsADirectoryError / NotADirectoryError: ``file`` is a folder, or a file is among its folders.
+        OSError(ENOSPC): the disk filled up while writing (no partial file is left).
     """
     fmt = str(format).lower()
     if fmt not in FORMATS:
@@ -271,6 +257,7 @@ def export(
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ValueError("half=True export needs a CUDA device (device='cuda')")
+    out = check_output_file(file if file is not None else _default_file(model, FORMATS[fmt]), "export file")
 
     net = to_inference_model(resolve_model(model, dev, fuse=False)).to(dev)
     stride = int(max(float(s) for s in net.stride))
@@ -291,7 +278,6 @@ def export(
         "nms": json.dumps(bool(nms)),
         "half": json.dumps(bool(half)),
     }
-    out = Path(file) if file is not None else _default_file(model, FORMATS[fmt])
     if fmt == "torchscript":
         path = export_torchscript(net, example, out, metadata)
     elif nms:

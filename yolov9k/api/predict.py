@@ -183,7 +183,7 @@ def predict(
     save: bool = True,
     save_txt: bool = False,
     save_json: bool = False,
-    project: str | os.PathLike = "runs",
+    project: str | os.PathLike | None = None,
     name: str | None = None,
     batch: int = 8,
     agnostic: bool = False,
@@ -197,10 +197,11 @@ def predict(
         conf: score threshold. iou: NMS IoU threshold. classes: keep only these class ids.
         max_det: detections per image. agnostic: NMS across classes.
         device: "cpu", "cuda", "0", ... (default: CUDA when available). half: fp16 inference (CUDA only).
-        save: write annotated images (videos: an annotated .mp4) to ``project/predict/name``.
+        save: write annotated images (videos: an annotated .mp4) to ``project/name``.
         save_txt: write ``labels/<stem>.txt`` per image: ``cls cx cy w h conf`` normalized.
         save_json: write ``predictions.json`` with every detection in original-image pixels.
-        project, name: output folder ``project/predict/name`` (name default "exp", numbered when taken).
+        project, name: output folder ``project/name``; project None = ``runs/predict``, name default
+            "exp" (numbered when taken).
         batch: images per forward pass.
     Returns:
         PredictResults, a list with one dict per image or video frame read: ``path``, ``frame``

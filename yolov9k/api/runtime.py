@@ -11,7 +11,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["select_device", "check_model_arg", "resolve_model", "run_dir", "to_inference_model", "LOGGER"]
+from yolov9k.io.files import make_output_dir
+
+__all__ = [
+    "select_device",
+    "check_model_arg",
+    "resolve_model",
+    "run_dir",
+    "default_project",
+    "to_inference_model",
+    "LOGGER",
+]
 
 LOGGER = logging.getLogger("yolov9k")
 
@@ -110,19 +120,23 @@ def resolve_model(
     return load_model(path, device=device, fuse=fuse)
 
 
-def run_dir(project: str | os.PathLike, task: str, name: str | None = None, exist_ok: bool = False) -> Path:
-    """A new output folder ``project/task/name``; ``name2``, ``name3``... when it exists already.
+def run_dir(
+    project: str | os.PathLike | None, task: str, name: str | None = None, exist_ok: bool = False
+) -> Path:
+    """A new output folder ``project/name`` (``runs/<task>/name`` when ``project`` is None, as the
+    official code and ultralytics); ``name2``, ``name3``... when it exists already.
 
     Args:
-        project: root of the runs (e.g. "runs"). task: "val", "predict", ...
-        name: run name (default "exp"). exist_ok: reuse ``project/task/name`` when it exists.
+        project: root of the runs; None = ``runs/<task>``. task: "train", "val", "predict", ...
+        name: run name (default "exp"). exist_ok: reuse ``project/name`` when it exists.
+    Raises:
+        NotADirectoryError: a file is in the way (one line naming it).
     """
-    base = Path(project).expanduser() / task
+    base = default_project(task) if project is None else Path(project).expanduser()
     stem = name or "exp"
-    base.mkdir(parents=True, exist_ok=True)
+    make_output_dir(base, "project folder")
     if exist_ok:
-        (base / stem).mkdir(exist_ok=True)
-        return base / stem
+        return make_output_dir(base / stem, "run folder")
     n = 1
     while True:  # mkdir without exist_ok claims the folder atomically, even against a parallel run
         out = base / (stem if n == 1 else f"{stem}{n}")
@@ -131,6 +145,11 @@ def run_dir(project: str | os.PathLike, task: str, name: str | None = None, exis
             return out
         except FileExistsError:
             n += 1
+
+
+def default_project(task: str) -> Path:
+    """Where runs of ``task`` go when no project is given: ``runs/<task>``."""
+    return Path("runs") / task
 
 
 def to_inference_model(model: nn.Module, fuse: bool = True) -> nn.Module:

@@ -145,7 +145,7 @@ def val(
     device: str | int | torch.device | None = None,
     half: bool = False,
     save_json: bool = False,
-    project: str | os.PathLike = "runs",
+    project: str | os.PathLike | None = None,
     name: str | None = None,
     split: str = "val",
     max_det: int = 300,
@@ -165,7 +165,8 @@ def val(
         device: "cpu", "cuda", "0", ... (default: CUDA when available). half: fp16 (CUDA only).
         save_json: write ``predictions.json`` in COCO result format (image and category ids from
             the split's COCO json when the dataset has one, else file stems and class indices).
-        project, name: output folder ``project/val/name``. split: "val", "test" or "train".
+        project, name: output folder ``project/name`` (project None = ``runs/val``).
+        split: "val", "test" or "train".
         rect: rectangular batches (as the official val.py). plots: PR curve, confusion matrix.
         verbose: print the per-class table and speeds.
     Returns:

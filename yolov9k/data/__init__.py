@@ -8,7 +8,14 @@ from yolov9k.data.demo import DEMO_NAMES, default_demo_root, ensure_demo_dataset
 from yolov9k.data.geometry import clip_boxes, letterbox, scale_boxes
 from yolov9k.data.hyp import HYP_SCRATCH_HIGH, resolve_hyp
 from yolov9k.data.images import ImageReadError, read_image
-from yolov9k.data.labels import Sample, ScanStats, img2label_paths, load_coco_json, scan_dataset
+from yolov9k.data.labels import (
+    Sample,
+    ScanStats,
+    img2label_paths,
+    load_coco_json,
+    require_boxes,
+    scan_dataset,
+)
 from yolov9k.data.loader import YoloDataLoader, build_dataloader
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "img2label_paths",
     "scan_dataset",
     "load_coco_json",
+    "require_boxes",
     "YoloDataset",
     "collate_fn",
     "letterbox",

@@ -10,6 +10,7 @@ images as the YOLO labels (used for COCO evaluation).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +56,27 @@ class DatasetConfig:
         return getattr(self, name)
 
 
+def _parse_nc(raw: dict[str, Any]) -> int | None:
+    """The ``nc`` entry as a non-negative int (None when absent); the error names the key."""
+    nc = raw.get("nc")
+    if nc is None:
+        return None
+    try:
+        value = float(nc) if isinstance(nc, int | float | str) and not isinstance(nc, bool) else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise ValueError(f"dataset 'nc' must be a whole number of classes, got {nc!r}")
+    return int(value)
+
+
 def _parse_names(raw: dict[str, Any]) -> dict[int, str]:
     names = raw.get("names")
-    nc = raw.get("nc")
+    nc = _parse_nc(raw)
     if names is None:
         if nc is None:
             raise ValueError("dataset YAML needs 'names' (list or {index: name}) or 'nc'")
-        return {i: f"class{i}" for i in range(int(nc))}
+        return {i: f"class{i}" for i in range(nc)}
     if isinstance(names, (list, tuple)):
         out = {i: str(n) for i, n in enumerate(names)}
     elif isinstance(names, dict):
@@ -73,7 +88,7 @@ def _parse_names(raw: dict[str, Any]) -> dict[int, str]:
             raise ValueError(f"'names' indices must be 0..{len(out) - 1}, got {sorted(out)}")
     else:
         raise ValueError(f"'names' must be a list or a dict, got {type(names).__name__}")
-    if nc is not None and int(nc) != len(out):
+    if nc is not None and nc != len(out):
         raise ValueError(f"'nc' is {nc} but 'names' has {len(out)} entries")
     return out
 

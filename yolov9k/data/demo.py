@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolov9k.io.files import make_output_dir
+
 __all__ = ["DEMO_NAMES", "generate_demo_dataset", "default_demo_root", "ensure_demo_dataset"]
 
 DEMO_NAMES = ("circle", "square", "triangle", "star", "cross")
@@ -221,18 +223,21 @@ def generate_demo_dataset(
 
     Raises:
         FileExistsError: ``root`` holds something else and ``overwrite`` is False.
+        NotADirectoryError: ``root`` or a folder above it is a file.
         ValueError: bad sizes.
     """
     if num_train < 1 or num_val < 1 or imgsz < 64:
         raise ValueError(f"need num_train, num_val >= 1 and imgsz >= 64, got {num_train}, {num_val}, {imgsz}")
     root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"demo data root {root} is a file, not a folder")
     params = _params(num_train, num_val, imgsz, seed)
     if _is_complete(root, params) and not overwrite:
         return root / "demo.yaml"
     present = [p for p in _OWNED if (root / p).exists()]
     if present and not overwrite:
         raise FileExistsError(f"{root} already holds {present} (another demo set?); pass overwrite=True")
-    root.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(root.parent, "demo data folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         for split_id, (split, n) in enumerate(zip(_SPLITS, (num_train, num_val))):

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from yolov9k.data.images import ImageReadError, read_image
+from yolov9k.io.files import atomic_output
 
 __all__ = [
     "Sample",
@@ -32,6 +32,7 @@ __all__ = [
     "parse_label_text",
     "scan_dataset",
     "load_coco_json",
+    "require_boxes",
     "default_cache_dir",
     "CACHE_VERSION",
 ]
@@ -299,15 +300,8 @@ def _write_cache(paths: list[Path], key: str, samples: list[Sample], stats: Scan
     )
     for path in paths:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(payload)
-                os.replace(tmp, path)  # atomic: readers never see half a cache
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_output(path) as tmp:  # atomic: readers never see half a cache
+                tmp.write_text(payload, encoding="utf-8")
             return path
         except OSError as e:
             LOGGER.info("cannot write label cache %s (%s)", path, e)
@@ -355,8 +349,47 @@ def scan_dataset(
     return samples, stats
 
 
+def require_boxes(stats: ScanStats, what: str, background_only: bool = False) -> str | None:
+    """Refuse a split without a single box (labels folder missing or misnamed, json without annotations).
+
+    Args:
+        stats: the split's scan. what: names the split in the message (e.g. "dataset d.yaml: train").
+        background_only: the split is background images on purpose: return a warning instead.
+    Returns:
+        None when there are boxes, else (``background_only``) the warning text to log.
+    Raises:
+        ValueError: no box at all, one line with the counts and the way out.
+    """
+    if stats.boxes > 0:
+        return None
+    counts = (
+        f"{stats.kept} images: {stats.missing} without labels, {stats.empty} with empty label files, "
+        f"{sum(stats.dropped.values())} label rows dropped"
+    )
+    if background_only:
+        return f"WARNING: {what}: no boxes at all ({counts}); training on background only (background_only)"
+    raise ValueError(
+        f"{what}: no boxes at all ({counts}); YOLO labels are read from labels/ beside images/ "
+        "(images/x.jpg -> labels/x.txt). For background-only images on purpose pass background_only=True"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # COCO json
+
+
+def _count_orphan_annotations(
+    per_image: dict, image_ids: set, stats: ScanStats, prefix: str, json_path: Path
+) -> None:
+    """Count (as dropped rows) and log the annotations whose ``image_id`` names no usable image."""
+    orphans = {i: len(rows) for i, rows in per_image.items() if i not in image_ids}
+    n = sum(orphans.values())
+    if n:
+        stats.dropped["unknown image_id"] += n
+        shown = ", ".join(map(repr, list(orphans)[:5])) + (", ..." if len(orphans) > 5 else "")
+        LOGGER.warning(
+            "%s%s: %d annotations of unknown image_id %s dropped", prefix, json_path.name, n, shown
+        )
 
 
 def load_coco_json(
@@ -367,7 +400,8 @@ def load_coco_json(
     Categories get contiguous indices in sorted-id order; ``category_ids[i]`` is the COCO id of class
     ``i`` (to export predictions back). Boxes (``[x, y, w, h]`` pixels, top-left corner) become
     normalized centre xywh using the image's ``width`` / ``height`` from the json. Crowd annotations
-    are skipped and counted; bad boxes go through the same row checks as YOLO labels.
+    are skipped and counted; bad boxes go through the same row checks as YOLO labels. Images without
+    a ``file_name`` are skipped and annotations of unknown ``image_id`` dropped, both counted and logged.
 
     Raises:
         ValueError: unreadable json, missing keys, or no usable image.
@@ -391,9 +425,14 @@ def load_coco_json(
         per_image.setdefault(a.get("image_id"), []).append(" ".join(map(str, [cls, *a.get("bbox", [])])))
     pairs, meta = [], {}
     for im in images:
+        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            stats.images += 1
+            stats.corrupt["no file_name in json"] += 1
+            continue
         f = str(images_dir / im["file_name"])
         pairs.append(f)
         meta[f] = (im.get("id"), float(im.get("width") or 0), float(im.get("height") or 0))
+    _count_orphan_annotations(per_image, {m[0] for m in meta.values()}, stats, prefix, json_path)
     samples: list[Sample] = []
 
     def verify(f: str) -> tuple[Sample | None, ScanStats]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,14 @@ _TRAIN_DEFAULTS: dict[str, Any] = {
     "cache_dir": None,         # folder for label caches when the data folder is not writable
     "rect": False,             # rectangular (aspect-ratio) training batches, no mosaic
     "max_nan_skips": 100,      # abort when more optimizer steps than this were skipped for NaN/inf losses
+    "background_only": False,  # allow a train/val split without a single box (on purpose), with a warning
     # validation
     "val": True,               # validate every epoch (otherwise only after the last one)
     "conf": 0.001,             # validation confidence threshold
     "iou": 0.7,                # validation NMS IoU threshold
     "max_det": 300,            # validation detections kept per image
     # output
-    "project": "runs",         # runs go to <project>/train/<name>
+    "project": None,           # runs go to <project>/<name>; None = runs/train
     "name": None,              # run folder name; None = exp, exp2, ...
     "exist_ok": False,         # reuse an existing run folder instead of making a new one
     "save_period": 0,          # also keep weights/epoch<N>.pt every N epochs (0 = off)
@@ -92,7 +93,7 @@ _INT_KEYS = frozenset(
 _FLOAT_KEYS = frozenset({"clip_grad", "ema_decay", "ema_tau", "conf", "iou", *HYP_KEYS})
 _BOOL_KEYS = frozenset(
     {"cos_lr", "deterministic", "channels_last", "compile", "sync_bn", "rect", "val", "exist_ok", "plots"}
-    | {"verbose"}
+    | {"verbose", "background_only"}
 )
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("SGD", "Adam", "AdamW"),
@@ -118,6 +119,8 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise bad("True or False")
         return value
+    if key in _INT_KEYS | _FLOAT_KEYS and isinstance(value, str):
+        value = _number_from_text(value, bad)
     if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
             raise bad("an integer")
@@ -154,6 +157,17 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(value, int | float) and value < 0 and key not in ("seed",):
         raise bad("a value >= 0")
     return value
+
+
+def _number_from_text(text: str, bad: Callable[[str], ConfigError]) -> float:
+    """Any float spelling Python accepts (``1e-3``, ``1E-3``, ``1.0e8``, ``.5``, ``1_000``).
+
+    YAML 1.1, which reads CLI values and hyp files, takes ``1e-3`` (no dot) for a string.
+    """
+    try:
+        return float(text)
+    except ValueError:
+        raise bad("a number") from None
 
 
 def _load_hyp(hyp: str | Mapping[str, Any] | None) -> dict[str, Any]:

@@ -5,10 +5,10 @@ a run: ``setup`` (device, DDP, data, model, optimizer, resume state) -> ``fit`` 
 ``train_epoch`` -> ``validate_epoch`` -> ``save``) -> ``finish`` (final validation of best.pt and
 plots). Subclasses override single steps; callbacks (``add_callback``) observe them.
 
-What a run writes, in ``<project>/train/<name>/``: ``args.yaml``, ``weights/last.pt`` and
-``weights/best.pt`` (atomic, ``torch.load(weights_only=True)``-readable: model, EMA, optimizer,
-GradScaler, epoch, best fitness, RNG states and the args), ``results.csv`` (one row per epoch), and
-at the end the plots.
+What a run writes, in ``<project>/<name>/`` (``runs/train/<name>/`` by default): ``args.yaml``,
+``weights/last.pt`` and ``weights/best.pt`` (atomic, ``torch.load(weights_only=True)``-readable:
+model, EMA, optimizer, GradScaler, epoch, best fitness, RNG states and the args), ``results.csv`` (one
+row per epoch), and at the end the plots.
 
 Resume is exact: the LR schedule is a pure function of the epoch and the iteration, augmentations are
 a function of (seed, epoch, index), and the checkpoint holds every other piece of state, so N epochs
@@ -24,7 +24,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -43,6 +42,7 @@ from yolov9k.data import (
     ensure_demo_dataset,
     load_coco_json,
     load_dataset_config,
+    require_boxes,
     scan_dataset,
 )
 from yolov9k.engine import distributed as ddp
@@ -57,6 +57,7 @@ from yolov9k.engine.optim import (
     warmup_iterations,
 )
 from yolov9k.engine.validate import validate
+from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, build_model
 
@@ -86,7 +87,7 @@ def train(
     batch: int = 16,
     device: str | None = None,
     workers: int = 8,
-    project: str | os.PathLike = "runs",
+    project: str | os.PathLike | None = None,
     name: str | None = None,
     resume: bool | str | os.PathLike = False,
     **overrides: Any,
@@ -116,12 +117,34 @@ def train(
     return Trainer(given).fit()
 
 
-def find_last_run(project: str | os.PathLike = "runs") -> Path:
-    """The most recently written ``<project>/train/*/weights/last.pt``."""
-    runs = sorted(Path(project).glob("train/*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+def find_last_run(project: str | os.PathLike | None = None) -> Path:
+    """The most recently written ``<project>/*/weights/last.pt`` (project None = ``runs/train``)."""
+    from yolov9k.api.runtime import default_project
+
+    root = default_project("train") if project is None else Path(project).expanduser()
+    runs = sorted(root.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise FileNotFoundError(f"resume=True: no {Path(project) / 'train/*/weights/last.pt'} to resume")
+        raise FileNotFoundError(f"resume=True: no {root / '*/weights/last.pt'} to resume")
     return runs[-1]
+
+
+def _absolute_data_path(data: Any) -> Any:
+    """A dataset YAML path made absolute (resume must not depend on the working directory)."""
+    if isinstance(data, str) and Path(data).expanduser().is_file():
+        return str(Path(data).expanduser().resolve())
+    return data
+
+
+def _same_option(key: str, value: Any, saved: Any) -> bool:
+    """Whether an option given on resume equals the run's: paths compare by what they point at."""
+    if value == saved:
+        return True
+    if key in _PATH_OPTIONS and isinstance(value, str) and isinstance(saved, str):
+        return Path(value).expanduser().resolve() == Path(saved).expanduser().resolve()
+    return False
+
+
+_PATH_OPTIONS = frozenset({"data", "model", "pretrained", "project", "hyp", "cache_dir"})
 
 
 def _plain(value: Any) -> Any:
@@ -203,6 +226,7 @@ class Trainer:
             self.args = self._resume_args(resume, overrides)
         else:
             self.args = resolve_config(overrides)
+            self.args["data"] = _absolute_data_path(self.args["data"])
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {e: [] for e in _EVENTS}
         self.metrics: dict[str, Any] = {}
         self.nan_skips = 0
@@ -216,7 +240,7 @@ class Trainer:
     # ---- configuration -----------------------------------------------------------------------------------
     def _resume_args(self, resume: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         """The run's saved args, updated with the overrides resume allows (others must not change)."""
-        path = find_last_run(overrides.get("project", "runs")) if resume is True else Path(resume)
+        path = find_last_run(overrides.get("project")) if resume is True else Path(resume)
         if not isinstance(resume, bool | str | os.PathLike):
             raise ConfigError(f"resume={resume!r}: expected True or a path to last.pt")
         ckpt = load_checkpoint(path)
@@ -227,7 +251,7 @@ class Trainer:
         changed = {}
         for key, value in checked.items():
             # a key counts as given when it differs from both the default and the run's value
-            if key == "resume" or value == DEFAULTS[key] or value == saved[key]:
+            if key == "resume" or value == DEFAULTS[key] or _same_option(key, value, saved[key]):
                 continue
             if key not in RESUME_OVERRIDABLE:
                 raise ConfigError(
@@ -283,10 +307,10 @@ class Trainer:
         _seed_everything(a["seed"])  # the same initial weights on every rank and in a single process
         self.hyp = hyp_from_config(a)
         self._setup_amp()
-        self.setup_save_dir()
         self.setup_data_config()
         self.setup_model()
         self.setup_dataloaders()
+        self.setup_save_dir()  # after every check of data and model: a failed start leaves no run folder
         self.setup_optimizer()
         reduce = ddp_normalizer if self.dist.enabled else None
         self.loss_fn = DetectionLoss(self.net, self.hyp, tss_reduce=reduce)
@@ -336,7 +360,8 @@ class Trainer:
         self.last, self.best = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         self.csv = self.save_dir / "results.csv"
         if self.is_main:
-            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            make_output_dir(self.weights_dir, "weights folder")
+            self._remove_stale_temp_files()
             args = {k: _plain(v) for k, v in a.items()}
             args["save_dir"] = str(self.save_dir)
             _atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
@@ -356,6 +381,7 @@ class Trainer:
         a = self.args
         spec, nc = a["model"], self.nc
         if self.resume_ckpt is not None:
+            _check_resume_nc(self.resume_path, int(self.resume_ckpt["nc"]), nc, a["data"])
             net = build_model(self.resume_ckpt["cfg"], num_classes=nc)
         elif (
             str(spec) not in MODELS
@@ -396,6 +422,9 @@ class Trainer:
                 files, self.nc, cache_dir=self.args["cache_dir"], prefix=f"{split}: "
             )
         self.log(f"{split}: {len(samples)} images, {stats.summary()}")
+        warning = require_boxes(stats, f"dataset {self.args['data']}: {split}", self.args["background_only"])
+        if warning:
+            LOGGER.warning(warning)
         return samples
 
     def setup_dataloaders(self) -> None:
@@ -623,7 +652,14 @@ class Trainer:
         period = self.args["save_period"]
         if period > 0 and (epoch + 1) % period == 0:
             save_checkpoint(self.weights_dir / f"epoch{epoch + 1}.pt", self.net, **state)
+        self._remove_stale_temp_files()
         self.run_callbacks("on_model_save")
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of saves killed midway (``.last.pt.<random>.tmp``): nothing else writes here."""
+        for folder in (self.save_dir, self.weights_dir):
+            for p in remove_stale_temp_files(folder):
+                self.log(f"removed {p.name}, left by an interrupted save")
 
     def _csv_row(self, epoch: int, tloss: list[float], m: dict[str, Any]) -> dict[str, float]:
         vloss = m.get("loss") or [math.nan] * 3
@@ -811,12 +847,14 @@ def _read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _check_resume_nc(path: Path, run_nc: int, data_nc: int, data: Any) -> None:
+    """Refuse (one line) a resume whose data set has another class count than the run."""
+    if run_nc != data_nc:
+        raise ConfigError(
+            f"resume {path}: nc changed from {run_nc} to {data_nc} (data {data}); the run's weights are "
+            f"for {run_nc} classes - start a new run (with --pretrained {path}) for the new classes"
+        )
