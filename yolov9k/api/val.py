@@ -2,15 +2,15 @@
 
 The loop itself is :func:`yolov9k.engine.validate.validate` (the one the trainer runs every epoch).
 This module resolves the model and the data, builds the validation loader (rectangular batches, as
-the official ``val.py``), prints the results, and for ``save_json`` records the detections of the
-same forward passes, post-processed identically, mapped to original-image pixels.
+the official ``val.py``), prints the results, and for ``save_json`` writes the detections that the
+loop hands back for each batch (``on_batch``: post-processed once, in original-image pixels).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,47 +18,12 @@ import torch
 from torch import nn
 
 from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model, run_dir, select_device
-from yolov9k.data.geometry import scale_boxes
+from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
+from yolov9k.data.splits import load_split, round_imgsz
+from yolov9k.engine.validate import validate
+from yolov9k.metrics import to_coco_json
 
 __all__ = ["val", "format_table"]
-
-
-class _RecordingLoader:
-    """Passes the batches of a loader through, remembering each batch's files and shapes."""
-
-    def __init__(self, loader: Iterable) -> None:
-        self.loader = loader
-        self.batches: list[tuple[tuple[str, ...], tuple[Any, ...], tuple[int, int]]] = []
-
-    def __iter__(self) -> Iterator:
-        for batch in self.loader:
-            imgs, _, files, shapes = batch[:4]
-            self.batches.append((tuple(files), tuple(shapes), tuple(imgs.shape[2:])))
-            yield batch
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-
-class _RecordingModel(nn.Module):
-    """The model, plus a copy of each batch's detections post-processed as validation does."""
-
-    def __init__(self, model: nn.Module, conf: float, iou: float, max_det: int) -> None:
-        super().__init__()
-        self.model = model
-        self.nc, self.names, self.stride = model.nc, model.names, model.stride
-        self.settings = (conf, iou, max_det)
-        self.dets: list[list[torch.Tensor]] = []
-
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        from yolov9k.ops import postprocess
-
-        out = self.model(x, **kwargs)
-        y = out[0] if isinstance(out, tuple) else out
-        conf, iou, max_det = self.settings
-        dets = postprocess(y.float(), conf, iou, max_det=max_det, multi_label=True)
-        self.dets.append([d.detach().cpu() for d in dets])
-        return out
 
 
 def _coco_ids(json_file: Path | None) -> tuple[dict[str, int], list[int] | None]:
@@ -80,24 +45,14 @@ def _image_id(file: str, coco_ids: Mapping[str, int]) -> int | str:
 
 
 def _predictions_json(
-    loader: _RecordingLoader, model: _RecordingModel, coco_json: Path | None, nc: int
+    files: Sequence[str], dets: Sequence[torch.Tensor], coco_json: Path | None, nc: int
 ) -> list[dict[str, Any]]:
-    from yolov9k.metrics import to_coco_json
-
+    """COCO result rows of the detections (original-image pixels) of each image file."""
     coco_ids, cats = _coco_ids(coco_json)
     if cats is not None and len(cats) != nc:
         LOGGER.warning("COCO json has %d categories for %d classes: category ids = class ids", len(cats), nc)
         cats = None
-    preds, image_ids = [], []
-    for (files, shapes, hw), dets in zip(loader.batches, model.dets):
-        for file, shape, det in zip(files, shapes, dets):
-            det = det.clone()
-            if shape is not None:
-                hw0, ratio_pad = shape
-                scale_boxes(hw, det[:, :4], (int(hw0[0]), int(hw0[1])), ratio_pad)
-            preds.append(det)
-            image_ids.append(_image_id(file, coco_ids))
-    return to_coco_json(preds, image_ids, cats)
+    return to_coco_json(list(dets), [_image_id(file, coco_ids) for file in files], cats)
 
 
 def format_table(metrics: Mapping[str, Any], names: Mapping[int, str]) -> str:
@@ -116,23 +71,6 @@ def format_table(metrics: Mapping[str, Any], names: Mapping[int, str]) -> str:
             f"{name:>22}{'':>11}{pc['targets']:>11}{'':>11}{'':>11}{pc['ap50']:>11.3g}{pc['ap50_95']:>11.3g}"
         )
     return "\n".join(rows)
-
-
-def _samples(cfg: Any, split: str) -> list:
-    """Verified samples of a split: YOLO label files, or the COCO json the split is given as."""
-    from yolov9k.data import load_coco_json, scan_dataset
-
-    files = cfg.split(split)
-    if not files:
-        raise ValueError(f"dataset split {split!r} has no images")
-    entry = cfg.raw.get(split)
-    if isinstance(entry, str) and entry.lower().endswith(".json"):
-        images_dir = Path(files[0]).parent
-        samples, stats, _ = load_coco_json(cfg.coco_json[split], images_dir, cfg.nc, prefix=f"{split}: ")
-    else:
-        samples, stats = scan_dataset(files, cfg.nc, prefix=f"{split}: ")
-    LOGGER.info("%s: %s", split, stats.summary())
-    return samples
 
 
 def val(
@@ -177,9 +115,6 @@ def val(
         FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, or a
         dataset whose class count differs from the model's.
     """
-    from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
-    from yolov9k.engine.validate import validate
-
     for key, v in (("imgsz", imgsz), ("batch", batch), ("max_det", max_det)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key} must be a positive int, got {v!r}")
@@ -199,18 +134,22 @@ def val(
         raise ValueError(f"the model has {net.nc} classes but the dataset {data!r} has {cfg.nc}")
     names = dict(cfg.names)
     stride = int(max(float(s) for s in net.stride))
-    size = -(-imgsz // stride) * stride
-    if size != imgsz:
-        LOGGER.warning("imgsz=%d is not a multiple of the model stride %d: using %d", imgsz, stride, size)
+    size = round_imgsz(imgsz, stride, LOGGER.warning)
 
-    samples = _samples(cfg, split)
+    samples, stats = load_split(cfg, split, f"dataset {data!r}")
+    LOGGER.info("%s: %s", split, stats.summary())
     dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
-    base_loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
-    loader = _RecordingLoader(base_loader)
+    loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
     save_dir = run_dir(project, "val", name)
-    runner: nn.Module = _RecordingModel(net, conf, iou, max_det) if save_json else net
+    files: list[str] = []
+    dets: list[torch.Tensor] = []
+
+    def keep(batch_files: Sequence[str], batch_dets: list[torch.Tensor]) -> None:
+        files.extend(batch_files)
+        dets.extend(batch_dets)
+
     metrics = validate(
-        runner,
+        net,
         loader,
         names,
         conf=conf,
@@ -219,11 +158,12 @@ def val(
         device=dev,
         half=half,
         plots_dir=save_dir if plots else None,
+        on_batch=keep if save_json else None,
     )
     metrics["save_dir"] = save_dir
     if save_json:
         coco_json = cfg.coco_json.get(split)
-        rows = _predictions_json(loader, runner, coco_json, cfg.nc)  # type: ignore[arg-type]
+        rows = _predictions_json(files, dets, coco_json, cfg.nc)
         out = save_dir / "predictions.json"
         out.write_text(json.dumps(rows))
         metrics["json"] = out

@@ -6,13 +6,14 @@ output is post-processed like the official ``val_dual.py`` (multi-label NMS, ``c
 ``iou`` 0.7), boxes and labels are mapped back to the original image pixels (the sample's ``shapes``),
 and fed to :class:`yolov9k.metrics.DetectionEvaluator` (COCO mAP) and the confusion matrix. With a
 ``loss_fn`` the validation loss is computed on the same forward pass (``return_maps=True``, so PGI
-models give a real dual loss).
+models give a real dual loss). ``on_batch`` hands each batch's detections (post-processed once, in
+original-image pixels) to the caller, e.g. to write COCO-json predictions.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,11 @@ from yolov9k.metrics import ConfusionMatrix, DetectionEvaluator, fitness, plot_p
 from yolov9k.ops.boxes import xywh2xyxy
 from yolov9k.ops.nms import postprocess
 
-__all__ = ["validate", "LOSS_NAMES"]
+__all__ = ["validate", "LOSS_NAMES", "BatchCallback"]
+
+# on_batch(files, dets): the batch's image files and their detections, (n, 6) [x1, y1, x2, y2, conf,
+# cls] float32 CPU tensors in original-image pixels (network-image pixels when a shape is None).
+BatchCallback = Callable[[Sequence[str], list[torch.Tensor]], None]
 
 LOSS_NAMES = ("box", "cls", "dfl")
 
@@ -65,6 +70,7 @@ def validate(
     plots_dir: str | Path | None = None,
     channels_last: bool = False,
     progress: bool = False,
+    on_batch: BatchCallback | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataloader``; the model is left in eval mode.
 
@@ -81,6 +87,7 @@ def validate(
         plots_dir: write the PR curve, the confusion matrix and the first batches' images there.
         channels_last: feed NHWC inputs.
         progress: show a tqdm bar.
+        on_batch: called after each batch with its files and detections (see ``BatchCallback``).
 
     Returns:
         dict with ``map50_95``, ``map50``, ``map75``, ``precision``, ``recall``, ``fitness``,
@@ -152,6 +159,8 @@ def validate(
             gts_o.append(gt)
             confusion.process_batch(det, gt)
         evaluator.update(preds_o, gts_o)
+        if on_batch is not None:
+            on_batch(list(files), preds_o)
         if plots_dir is not None and bi < 3:
             from yolov9k.engine.plots import plot_batch
 
