@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,7 @@ def _coerce(key: str, value: Any) -> Any:
             raise bad("True or False")
         return value
     if key in _INT_KEYS | _FLOAT_KEYS and isinstance(value, str):
-        value = _number_from_text(value, bad)
+        value = _number_from_text(value, bad("an integer" if key in _INT_KEYS else "a number"))
     if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
             raise bad("an integer")
@@ -159,7 +159,7 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def _number_from_text(text: str, bad: Callable[[str], ConfigError]) -> float:
+def _number_from_text(text: str, error: ConfigError) -> float:
     """Any float spelling Python accepts (``1e-3``, ``1E-3``, ``1.0e8``, ``.5``, ``1_000``).
 
     YAML 1.1, which reads CLI values and hyp files, takes ``1e-3`` (no dot) for a string.
@@ -167,7 +167,7 @@ def _number_from_text(text: str, bad: Callable[[str], ConfigError]) -> float:
     try:
         return float(text)
     except ValueError:
-        raise bad("a number") from None
+        raise error from None
 
 
 def _load_hyp(hyp: str | Mapping[str, Any] | None) -> dict[str, Any]:
