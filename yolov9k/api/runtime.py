@@ -1,17 +1,20 @@
-"""What every user-facing verb needs: a device, a model from a model argument, a run folder."""
+"""What every user-facing verb needs: a model from a model argument, ready for inference.
+
+``select_device``, ``run_dir`` and ``default_project`` live in ``yolov9k.runtime`` (training uses them
+too) and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from yolov9k.io.files import make_output_dir
+from yolov9k.runtime import default_project, run_dir, select_device
 
 __all__ = [
     "select_device",
@@ -26,43 +29,6 @@ __all__ = [
 LOGGER = logging.getLogger("yolov9k")
 
 ModelArg = nn.Module | str | os.PathLike
-
-
-def select_device(device: str | int | torch.device | None = None) -> torch.device:
-    """A ``torch.device`` from what users type.
-
-    Args:
-        device: None or "" (CUDA device 0 when available, else CPU), "cpu", "cuda", "cuda:1",
-            "0", "1" or an int (CUDA device index), "mps".
-    Raises:
-        ValueError: an unknown spelling, or a CUDA device that this machine does not have.
-    """
-    if isinstance(device, torch.device):
-        spec = str(device)
-    elif device is None or (isinstance(device, str) and not device.strip()):
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    elif isinstance(device, int):
-        spec = f"cuda:{device}"
-    else:
-        spec = str(device).strip().lower()
-        if re.fullmatch(r"\d+", spec):
-            spec = f"cuda:{spec}"
-        elif re.fullmatch(r"\d+(,\d+)+", spec):
-            raise ValueError(f"device={device!r}: one device per process here; use torchrun for several GPUs")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'N' or 'mps'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asks for CUDA, but torch sees no CUDA device; use 'cpu'")
-        index = dev.index or 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-        dev = torch.device("cuda", index)
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError("device='mps' is not available on this machine")
-    return dev
 
 
 def check_model_arg(model: ModelArg) -> None:
@@ -118,38 +84,6 @@ def resolve_model(
             f"model {text!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
         )
     return load_model(path, device=device, fuse=fuse)
-
-
-def run_dir(
-    project: str | os.PathLike | None, task: str, name: str | None = None, exist_ok: bool = False
-) -> Path:
-    """A new output folder ``project/name`` (``runs/<task>/name`` when ``project`` is None, as the
-    official code and ultralytics); ``name2``, ``name3``... when it exists already.
-
-    Args:
-        project: root of the runs; None = ``runs/<task>``. task: "train", "val", "predict", ...
-        name: run name (default "exp"). exist_ok: reuse ``project/name`` when it exists.
-    Raises:
-        NotADirectoryError: a file is in the way (one line naming it).
-    """
-    base = default_project(task) if project is None else Path(project).expanduser()
-    stem = name or "exp"
-    make_output_dir(base, "project folder")
-    if exist_ok:
-        return make_output_dir(base / stem, "run folder")
-    n = 1
-    while True:  # mkdir without exist_ok claims the folder atomically, even against a parallel run
-        out = base / (stem if n == 1 else f"{stem}{n}")
-        try:
-            out.mkdir()
-            return out
-        except FileExistsError:
-            n += 1
-
-
-def default_project(task: str) -> Path:
-    """Where runs of ``task`` go when no project is given: ``runs/<task>``."""
-    return Path("runs") / task
 
 
 def to_inference_model(model: nn.Module, fuse: bool = True) -> nn.Module:

@@ -40,11 +40,10 @@ from yolov9k.data import (
     YoloDataset,
     build_dataloader,
     ensure_demo_dataset,
-    load_coco_json,
     load_dataset_config,
     require_boxes,
-    scan_dataset,
 )
+from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine import distributed as ddp
 from yolov9k.engine.config import DEFAULTS, ConfigError, hyp_from_config, resolve_config
 from yolov9k.engine.ema import ModelEMA
@@ -60,6 +59,7 @@ from yolov9k.engine.validate import validate
 from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, build_model
+from yolov9k.runtime import default_project, run_dir, select_device
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
 
@@ -119,8 +119,6 @@ def train(
 
 def find_last_run(project: str | os.PathLike | None = None) -> Path:
     """The most recently written ``<project>/*/weights/last.pt`` (project None = ``runs/train``)."""
-    from yolov9k.api.runtime import default_project
-
     root = default_project("train") if project is None else Path(project).expanduser()
     runs = sorted(root.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
     if not runs:
@@ -191,12 +189,6 @@ def _seed_everything(seed: int) -> None:
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """A seed for the global RNGs of one epoch on one rank (resume re-creates it from the epoch)."""
     return int(np.random.SeedSequence([seed, epoch, max(rank, 0)]).generate_state(1)[0])
-
-
-def _select_device(device: str | None) -> torch.device:
-    from yolov9k.api.runtime import select_device
-
-    return select_device(device)
 
 
 def _setup_logging() -> None:
@@ -295,7 +287,7 @@ class Trainer:
         a = self.args
         if a["verbose"]:
             _setup_logging()
-        self.device = _select_device(a["device"])
+        self.device = select_device(a["device"])
         self.dist = ddp.dist_info()
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -350,8 +342,6 @@ class Trainer:
         if a["resume"]:
             save_dir = Path(self.resume_path).resolve().parent.parent
         elif self.is_main:
-            from yolov9k.api.runtime import run_dir
-
             save_dir = run_dir(a["project"], "train", a["name"], exist_ok=a["exist_ok"]).resolve()
         else:
             save_dir = None
@@ -402,25 +392,15 @@ class Trainer:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.grid = max(int(net.stride.max()), 32)
-        self.imgsz = math.ceil(a["imgsz"] / self.grid) * self.grid
+        self.imgsz = round_imgsz(a["imgsz"], self.grid)
         if self.imgsz != a["imgsz"]:
             self.log(
                 f"imgsz {a['imgsz']} rounded up to {self.imgsz} (a multiple of the max stride {self.grid})"
             )
 
     def _samples(self, split: str) -> list:
-        files = self.data_cfg.split(split)
-        if not files:
-            raise ValueError(f"dataset {self.args['data']}: the {split} split has no images")
-        raw_split = self.data_cfg.raw.get(split)
-        if isinstance(raw_split, str) and raw_split.lower().endswith(".json"):
-            samples, stats, _ = load_coco_json(
-                self.data_cfg.coco_json[split], Path(files[0]).parent, nc=self.nc, prefix=f"{split}: "
-            )
-        else:
-            samples, stats = scan_dataset(
-                files, self.nc, cache_dir=self.args["cache_dir"], prefix=f"{split}: "
-            )
+        where = f"dataset {self.args['data']}"
+        samples, stats = load_split(self.data_cfg, split, where, cache_dir=self.args["cache_dir"])
         self.log(f"{split}: {len(samples)} images, {stats.summary()}")
         warning = require_boxes(stats, f"dataset {self.args['data']}: {split}", self.args["background_only"])
         if warning:
