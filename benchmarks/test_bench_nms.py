@@ -6,12 +6,11 @@ Target (MISSION.md): B=32, conf 0.001, multi-label (validation) >= 10x the offic
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from conftest import device_name, pick, requires_cuda, synchronize
 from official_nms import NMS_BACKEND, official_style_nms
+from reference_data import reference_dir
 
 from yolov9k import ops
 from yolov9k.ops.nms import postprocess, postprocess_fixed
@@ -25,14 +24,12 @@ SETTINGS = {
 }
 
 
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nms_fixture.pt"
-
-
 def synthetic_pred(batch: int, device: str = "cpu") -> torch.Tensor:
     """(B, 84, A) like a trained model's output: the NMS fixture's ``synthetic_pred`` (2 images:
     20 objects x 10 overlapping predictions over low-score background, ~13k (anchor, class) pairs
     above 0.001 per image) tiled to ``batch``."""
-    base = torch.load(FIXTURE, weights_only=True)["synthetic_pred"][:, :, :ANCHORS]
+    fixture = reference_dir() / "nms_fixture.pt"
+    base = torch.load(fixture, weights_only=True)["synthetic_pred"][:, :, :ANCHORS]
     return base.repeat((batch + 1) // 2, 1, 1)[:batch].contiguous().to(device)
 
 

@@ -10,10 +10,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-# Reference data made by the official code, carried in the repository (tests/fixtures/README.md).
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-FIXTURE_FILES = tuple(line.split()[1] for line in (FIXTURES / "SHA256SUMS").read_text().splitlines())
+from reference_data import ReferenceDataError, reference_dir  # noqa: E402  (tests/fixtures, pythonpath)
 
 
 def assert_close_verbose(
@@ -43,11 +40,12 @@ def assert_close_verbose(
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The reference-data folder; a missing file is an error (pytest.fail), never a skip."""
-    missing = [name for name in FIXTURE_FILES if not (FIXTURES / name).is_file()]
-    if missing:
-        pytest.fail(f"reference fixtures missing from {FIXTURES}: {', '.join(missing)}")
-    return FIXTURES
+    """The official reference data (tests/fixtures/README.md), unpacked and checked; a missing or
+    altered file fails every test that needs it, never skips it."""
+    try:
+        return reference_dir()
+    except ReferenceDataError as e:
+        pytest.fail(str(e))
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -11,10 +11,12 @@ from conftest import assert_close_verbose
 
 from yolov9k.models import MODELS, DetectionModel, build_model, reparameterize
 
-# Eval y: boxes reach ~480 px (float32 ulp 3e-5); conv accumulation order differs between torch builds /
-# CPUs (raw maps differ by ~1e-5 here), so a few ulps: 1e-4 abs (README) + 1e-6 rel.
+# Eval y against the stored official output. Boxes reach ~600 px (float32 ulp 6.1e-5 there). The
+# fixtures come from an AVX-512 CPU; on an AVX2-only CPU (AMD Zen 3) the official code itself lands
+# 1.22e-4 px (2 ulps) away from them, and our model adds its own accumulation-order noise. So the
+# bound is 1e-4 abs + 1e-6 rel: 7e-4 px (~11 ulps) at 600 px, 1.5e-4 px near 50 px.
 Y_ATOL, Y_RTOL = 1e-4, 1e-6
-MAPS_ATOL = 1e-4  # eval raw maps (values up to ~12)
+MAPS_ATOL = 1e-4  # eval raw maps (values up to ~12, ulp ~1e-6): covers any CPU's rounding
 TRAIN_ATOL = 1e-2  # README: float32 noise across layouts; plain float32 here gives ~1.2e-3
 
 
@@ -69,22 +71,22 @@ def test_eval_maps_and_aux_match_extra(loaded, fixtures_dir):
     assert torch.equal(model.decode([m.clone() for m in main_ref]), _main_y(fx))
 
 
-def test_evalcal_raw_maps(loaded, fixtures_dir):
-    name, fx, model = loaded
-    cal = _load(fixtures_dir, name, "_evalcal")
-    m = copy.deepcopy(model)
+def test_evalcal_raw_maps(fixtures_dir):
+    """Calibrated BN statistics (a chaotic network, the stronger eval test). The repository carries
+    this file for gelan-t only (tests/fixtures/README.md: the checkout must stay small); the GELAN
+    backbone it covers is shared by yolov9-t, whose eval maps are checked by the tests above."""
+    fx, cal = _load(fixtures_dir, "gelan-t"), _load(fixtures_dir, "gelan-t", "_evalcal")
+    m = build_model("gelan-t")
     sd = dict(fx["state_dict"])
     sd.update(cal["bn_running_stats"])
     m.load_state_dict(sd, strict=True)
+    m.eval()
     with torch.no_grad():
         _, maps = m(fx["input"], return_maps=True)
-    ref = cal["eval_output"]["x"]
-    got = maps[0] + maps[1] if m.is_dual else maps
-    want = ref[0] + ref[1] if m.is_dual else ref
-    for a, b in zip(got, want):
-        # README: rtol ~1e-3 (chaotic network); near-zero entries get 1e-3 of the map's scale as atol
+    for a, b in zip(maps, cal["eval_output"]["x"]):
+        # rtol ~1e-3 (chaotic network); near-zero entries get 1e-3 of the map's scale as atol
         scale = b.abs().max().item()
-        assert_close_verbose(a, b, rtol=1e-3, atol=1e-3 * scale, what=f"{name} evalcal raw map")
+        assert_close_verbose(a, b, rtol=1e-3, atol=1e-3 * scale, what="gelan-t evalcal raw map")
 
 
 def test_train_output_and_bn_stats(loaded):
