@@ -108,6 +108,20 @@ def test_resume_from_another_directory_with_any_spelling_of_the_data_path(tiny_d
     assert trainer.args["data"] == saved and trainer.args["epochs"] == 2
 
 
+def test_run_that_stored_a_relative_data_path_resumes_with_the_path_given_again(
+    tiny_data, tmp_path, monkeypatch
+):
+    last = _killed_run(str(tiny_data), tmp_path / "runs")
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["args"]["data"] = os.path.join("set", "demo.yaml")  # as runs made before the fix stored it
+    torch.save(ckpt, last)
+    monkeypatch.chdir(tmp_path)  # where "set/demo.yaml" does not exist
+    trainer = Trainer({"resume": str(last), "data": str(tiny_data)})
+    assert trainer.args["data"] == str(tiny_data.resolve())
+    with pytest.raises(ConfigError, match="differs from the run's"):  # other options still may not change
+        Trainer({"resume": str(last), "data": str(tiny_data), "lr0": 0.5})
+
+
 def test_resume_after_the_class_count_changed_says_so_in_one_line(tiny_data, tmp_path, capsys):
     data = _copy_set(tiny_data, tmp_path / "set5")
     last = _killed_run(str(data), tmp_path / "runs")
@@ -171,6 +185,17 @@ def test_full_disk_during_a_save_names_the_file(fixtures_dir, tmp_path, capsys, 
     assert main(["convert", "--source", source, "--output", str(out)]) == 1
     _one_line_error(capsys, f"no space left on device writing {out}")
     assert list(tmp_path.iterdir()) == []  # no temp file left
+
+
+def test_full_disk_while_predict_writes_json_names_the_file(tiny_data, tmp_path, capsys, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    images = str(tiny_data.parent / "images" / "val")
+    argv = ["predict", "--model", "gelan-t", "--source", images, "--imgsz", "64", "--device", "cpu"]
+    assert main([*argv, "--project", str(tmp_path), "--save", "false", "--save-json"]) == 1
+    _one_line_error(capsys, f"no space left on device writing {tmp_path / 'exp' / 'predictions.json'}")
 
 
 def test_full_disk_as_python_oserror_is_reported_the_same(tmp_path):

@@ -27,6 +27,7 @@ from yolov9k.api.annotate import class_name, draw_detections
 from yolov9k.api.runtime import LOGGER, resolve_model, run_dir, select_device
 from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
+from yolov9k.io.files import disk_full_error
 
 __all__ = ["predict", "prepare_image", "to_original", "PredictResults"]
 
@@ -115,7 +116,7 @@ class _Writers:
             labels = self.save_dir / "labels"
             labels.mkdir(exist_ok=True)
             stem = Path(name).stem + ("" if frame.frame is None else f"_{frame.frame}")
-            (labels / f"{stem}.txt").write_text("".join(txt_lines))
+            _write_text(labels / f"{stem}.txt", "".join(txt_lines))
 
     def _video_writer(self, frame: Frame, name: str, shape: tuple[int, ...]) -> cv2.VideoWriter:
         writer = self.videos.get(frame.path)
@@ -322,5 +323,16 @@ def _write_json(path: Path, results: Sequence[dict[str, Any]]) -> Path:
                 ],
             }
         )
-    path.write_text(json.dumps(rows, indent=1))
+    _write_text(path, json.dumps(rows, indent=1))
     return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``path.write_text(text)``; a full disk raises ``OSError(ENOSPC)`` naming ``path``."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        full = disk_full_error(e, path)
+        if full is None:
+            raise
+        raise full from e

@@ -369,8 +369,9 @@ def require_boxes(stats: ScanStats, what: str, background_only: bool = False) ->
     if background_only:
         return f"WARNING: {what}: no boxes at all ({counts}); training on background only (background_only)"
     raise ValueError(
-        f"{what}: no boxes at all ({counts}); YOLO labels are read from labels/ beside images/ "
-        "(images/x.jpg -> labels/x.txt). For background-only images on purpose pass background_only=True"
+        f"{what}: no boxes at all ({counts}); labels are read from labels/ beside images/ (images/x.jpg -> "
+        "labels/x.txt) or the split's COCO json. For background images on purpose: background_only=True "
+        "(--background-only)"
     )
 
 

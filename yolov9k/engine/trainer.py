@@ -142,6 +142,11 @@ def _same_option(key: str, value: Any, saved: Any) -> bool:
     return False
 
 
+def _is_lost_relative_path(saved: Any) -> bool:
+    """A relative data path stored by an older run that does not resolve from this directory."""
+    return isinstance(saved, str) and not Path(saved).expanduser().is_absolute() and not Path(saved).exists()
+
+
 _PATH_OPTIONS = frozenset({"data", "model", "pretrained", "project", "hyp", "cache_dir"})
 
 
@@ -244,6 +249,9 @@ class Trainer:
         for key, value in checked.items():
             # a key counts as given when it differs from both the default and the run's value
             if key == "resume" or value == DEFAULTS[key] or _same_option(key, value, saved[key]):
+                continue
+            if key == "data" and _is_lost_relative_path(saved[key]):  # a run from before issue 13
+                changed[key] = _absolute_data_path(value)
                 continue
             if key not in RESUME_OVERRIDABLE:
                 raise ConfigError(
