@@ -16,7 +16,7 @@ import yaml
 from yolov9k.cli import main
 from yolov9k.engine import ConfigError, Trainer, train
 from yolov9k.engine.config import parse_cli_overrides, resolve_config
-from yolov9k.io.files import atomic_output, remove_stale_temp_files
+from yolov9k.io.files import atomic_output, disk_full_error, remove_stale_temp_files
 
 # one tiny epoch: 8 train images of 64 px, 4 batches of 2
 TINY = dict(
@@ -196,6 +196,26 @@ def test_full_disk_while_predict_writes_json_names_the_file(tiny_data, tmp_path,
     argv = ["predict", "--model", "gelan-t", "--source", images, "--imgsz", "64", "--device", "cpu"]
     assert main([*argv, "--project", str(tmp_path), "--save", "false", "--save-json"]) == 1
     _one_line_error(capsys, f"no space left on device writing {tmp_path / 'exp' / 'predictions.json'}")
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1472 vs 1408"), True),
+        (RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (RuntimeError("shape mismatch"), False),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (ValueError("no space left on device"), False),
+    ],
+)
+def test_disk_full_is_told_apart_from_other_errors(error, full, tmp_path):
+    mapped = disk_full_error(error, tmp_path / "w.pt")
+    assert (mapped is not None) == full
+    if full:
+        assert mapped.errno == errno.ENOSPC and f"no space left on device writing {tmp_path / 'w.pt'}" in str(
+            mapped
+        )
 
 
 def test_full_disk_as_python_oserror_is_reported_the_same(tmp_path):

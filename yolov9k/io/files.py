@@ -36,9 +36,20 @@ _SHORT_WRITE = ("unexpected pos", "file write failed", "no space left on device"
 
 def file_mode() -> int:
     """The mode ``open()`` would give a new file: ``0o666`` minus the process umask."""
-    mask = os.umask(0o022)  # reading the umask means setting it; restore at once
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def _blocking_file(folder: Path) -> Path | None:
@@ -76,13 +87,15 @@ def disk_full_error(error: BaseException, path: str | os.PathLike) -> OSError | 
     torch reports a short write as ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected
     pos ...`` or ``file write failed``; Python as ``OSError(ENOSPC)``.
     """
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        pass
-    elif not isinstance(error, RuntimeError | OSError):
-        return None
-    elif not any(s in str(error).lower() for s in _SHORT_WRITE):
+    if not _is_disk_full(error):
         return None
     return OSError(errno.ENOSPC, f"no space left on device writing {path}{_free_space(Path(path).parent)}")
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, RuntimeError | OSError) and any(s in str(error).lower() for s in _SHORT_WRITE)
 
 
 def _free_space(folder: Path) -> str:
