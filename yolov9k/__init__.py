@@ -10,8 +10,7 @@ from yolov9k import ops
 from yolov9k.checkpoint import UnsafeCheckpointError, load_checkpoint, load_model, save_checkpoint
 from yolov9k.loss import DetectionLoss
 from yolov9k.models import MODELS, DetectionModel, build_model, load_config, model_info, reparameterize
-
-__version__ = "0.1.0"
+from yolov9k.version import __version__
 
 # Entry points that pull in data loading, plotting and export code: imported on first use.
 _LAZY = {

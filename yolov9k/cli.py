@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _reject_unknown(parser, tokens)
     args = parser.parse_args(tokens)
     if args.version:
-        from yolov9k import __version__
+        from yolov9k.version import __version__
 
         print(f"yolov9k {__version__}")
         return 0

@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
+from yolov9k import ops
 from yolov9k.api.runtime import select_device
+from yolov9k.models import build_model
+from yolov9k.ops import BACKENDS, BackendUnavailableError, _dispatch, use_backend
 
 __all__ = ["bench", "format_bench", "CASES"]
 
@@ -60,8 +63,6 @@ def _assign_inputs(b: int, a: int, m: int, nc: int, g: torch.Generator) -> tuple
 
 
 def _cases(full: bool) -> list[Case]:
-    import yolov9k.ops as ops
-
     n_iou, n_nms = (8400, 30000) if full else (1000, 1000)
     b_pp, a_pp = (32, 8400) if full else (1, 2100)
     conf_pp, multi = (0.001, True) if full else (0.25, False)  # validation vs detection settings
@@ -124,8 +125,6 @@ def _time(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
 
 
 def _available(op: str, backend: str, device: torch.device) -> bool:
-    from yolov9k.ops import BackendUnavailableError, _dispatch, use_backend
-
     if backend == "triton" and device.type != "cuda":
         return False  # the CPU interpreter is for tests, not timing
     try:
@@ -158,8 +157,6 @@ def bench(
     Returns:
         rows ``{"op", "size", "backend", "ms"}`` (``ms`` is None when a backend failed, with ``error``).
     """
-    from yolov9k.ops import BACKENDS, use_backend
-
     dev = select_device(device)
     if int(repeat) < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -190,8 +187,6 @@ def bench(
 
 
 def _bench_model(name: str, device: torch.device, imgsz: int, repeat: int) -> dict[str, Any]:
-    from yolov9k.models import build_model
-
     net = build_model(name).to(device).eval().fuse()
     x = torch.rand(1, 3, imgsz, imgsz, device=device)
     with torch.inference_mode():

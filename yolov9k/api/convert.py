@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from yolov9k.api.runtime import LOGGER
+from yolov9k.checkpoint import load_model, save_checkpoint
 from yolov9k.io.files import check_output_file
+from yolov9k.models import reparameterize as drop_pgi
 
 __all__ = ["convert"]
 
@@ -39,8 +41,6 @@ def convert(
         or ``output`` is the source. IsADirectoryError / NotADirectoryError: ``output`` is a folder, or a
         file is among its folders. OSError(ENOSPC): the disk filled up while writing.
     """
-    from yolov9k.checkpoint import load_model, save_checkpoint
-
     src = Path(source).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"checkpoint not found: {src}")
@@ -50,8 +50,6 @@ def convert(
     model = load_model(src)
     was_dual = bool(getattr(model, "is_dual", False))
     if reparameterize and was_dual:
-        from yolov9k.models import reparameterize as drop_pgi
-
         model = drop_pgi(model)
     if half:
         model = model.half()

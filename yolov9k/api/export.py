@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from yolov9k.api.runtime import LOGGER, resolve_model, select_device, to_inference_model
 from yolov9k.io.files import atomic_output, check_output_file
+from yolov9k.ops import batched_nms
 
 __all__ = ["export", "EfficientNMS", "FORMATS"]
 
@@ -48,8 +49,6 @@ def _selected_indices(boxes: Tensor, scores: Tensor, max_per_class: int, iou: fl
             score is > ``conf``; per image and class greedy NMS (IoU > ``iou`` suppresses) keeps at
             most ``max_per_class`` boxes, best score first.
     """
-    from yolov9k.ops import batched_nms
-
     rows = []
     for b in range(boxes.shape[0]):
         cls, anchor = (scores[b] > conf).nonzero(as_tuple=True)

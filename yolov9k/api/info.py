@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from yolov9k.checkpoint import load_model
+from yolov9k.models import MODELS, build_model
+from yolov9k.models.summary import model_info
+from yolov9k.ops import backend_info
 
 __all__ = ["info", "format_info"]
 
 
 def _load(model: nn.Module | str | os.PathLike, num_classes: int | None) -> tuple[nn.Module, str]:
     """(model in eval mode on CPU, a name for it); zoo names are built without weights warnings."""
-    from pathlib import Path
-
-    from yolov9k.checkpoint import load_model
-    from yolov9k.models import MODELS, build_model
-
     if isinstance(model, nn.Module):
         return model.eval(), type(model).__name__
     text = str(model)
@@ -49,9 +50,6 @@ def info(
         dict: ``name``, ``nc``, ``is_dual``, ``fused``, ``stride``, ``layers``, ``params``,
         ``gflops``, ``imgsz``, ``backends`` (``yolov9k.ops.backend_info()``).
     """
-    from yolov9k.models.summary import model_info
-    from yolov9k.ops import backend_info
-
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
         raise ValueError(f"imgsz must be a positive int, got {imgsz!r}")
     net, name = _load(model, num_classes)

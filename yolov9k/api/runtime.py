@@ -6,6 +6,7 @@ too) and are re-exported here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolov9k.checkpoint import load_model
+from yolov9k.models import MODELS, build_model, reparameterize
 from yolov9k.runtime import default_project, run_dir, select_device
 
 __all__ = [
@@ -33,8 +36,6 @@ ModelArg = nn.Module | str | os.PathLike
 
 def check_model_arg(model: ModelArg) -> None:
     """Fail early (before data sets are scanned) when ``model`` names no file and no zoo model."""
-    from yolov9k.models import MODELS
-
     if isinstance(model, str | os.PathLike) and str(model) not in MODELS:
         if not Path(model).expanduser().is_file():
             raise FileNotFoundError(
@@ -61,9 +62,6 @@ def resolve_model(
         FileNotFoundError: neither a file nor a zoo name. ValueError / UnsafeCheckpointError: from
         the checkpoint reader (not a checkpoint, corrupt, foreign pickled code).
     """
-    from yolov9k.checkpoint import load_model
-    from yolov9k.models import MODELS, build_model
-
     device = torch.device(device)
     if isinstance(model, nn.Module):
         if not hasattr(model, "stride") or not hasattr(model, "nc"):
@@ -89,20 +87,9 @@ def resolve_model(
 def to_inference_model(model: nn.Module, fuse: bool = True) -> nn.Module:
     """A copy of ``model`` ready for deployment: PGI branch removed (yolov9-X -> gelan-X), BN and
     RepConvN folded, eval mode, no gradients. The caller's model is not modified.
-
-    Raises:
-        NotImplementedError: a PGI (dual-head) model and no ``yolov9k.models.reparameterize`` here.
     """
-    import copy
-
     net = copy.deepcopy(model).eval()
     if getattr(net, "is_dual", False):
-        try:
-            from yolov9k.models import reparameterize
-        except ImportError:
-            raise NotImplementedError(
-                "this yolov9k has no yolov9k.models.reparameterize: cannot drop the PGI branch"
-            ) from None
         net = reparameterize(net).eval()
     if fuse:
         net.fuse()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 from yolov9k.ops import boxes
-from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, use_backend
+from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, triton_importable, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
 from yolov9k.ops.assign import assign
 from yolov9k.ops.box_ops import box_iou
@@ -38,8 +38,6 @@ __all__ = [
 def backend_info() -> dict[str, object]:
     """Everything a bug report needs about the kernels: extension, triton, and per-op backends."""
     import torch
-
-    from yolov9k.ops._dispatch import triton_importable
 
     return {
         "torch": torch.__version__,
