@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from yolov9k.ops.boxes import box_iou
+from yolov9k.ops.boxes import box_iou_reference
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -446,7 +446,7 @@ class ConfusionMatrix:
         if ((gt_cls < 0) | (gt_cls >= self.nc)).any() or ((det_cls < 0) | (det_cls >= self.nc)).any():
             raise ValueError(f"class ids must be in [0, {self.nc})")
 
-        iou = box_iou(lab[:, 1:], det[:, :4]).numpy()  # (m, n)
+        iou = box_iou_reference(lab[:, 1:], det[:, :4]).numpy()  # (m, n)
         gi, di = np.nonzero(iou > self.iou_thres)
         v = iou[gi, di]
         # highest IoU first; keep one match per detection, then one per gt

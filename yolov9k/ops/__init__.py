@@ -12,7 +12,7 @@ from yolov9k.ops import boxes
 from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, triton_importable, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
 from yolov9k.ops.assign import assign
-from yolov9k.ops.box_ops import box_iou
+from yolov9k.ops.boxes import box_iou
 from yolov9k.ops.fused import bn_silu, concat_conv1x1_silu
 from yolov9k.ops.nms import batched_nms, postprocess, postprocess_fixed
 

@@ -12,11 +12,14 @@ import math
 import torch
 from torch import Tensor
 
+from yolov9k.ops import _dispatch
+
 __all__ = [
     "xywh2xyxy",
     "xyxy2xywh",
     "box_area",
     "box_iou",
+    "box_iou_reference",
     "bbox_iou",
     "make_anchors",
     "dist2bbox",
@@ -50,8 +53,9 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of xyxy boxes (reference of the ``yolov9k::box_iou`` op).
+def box_iou_reference(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU of xyxy boxes in PyTorch: the reference of the ``yolov9k::box_iou`` op and the
+    ``torch`` backend of :func:`box_iou` (no argument checks).
 
     Args:
         boxes1: Tensor[N, 4] xyxy.
@@ -70,6 +74,38 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))
     return iou.to(dtype)
+
+
+def _native_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    return torch.ops.yolov9k.box_iou(boxes1, boxes2)
+
+
+for _backend in ("cpp", "cuda"):
+    _dispatch.register("box_iou", _backend, _native_box_iou, native_op="box_iou")
+_dispatch.register("box_iou", "torch", box_iou_reference)
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU matrix of xyxy boxes (dispatched: C++ / CUDA kernel, or :func:`box_iou_reference`).
+
+    Args:
+        boxes1: Tensor[N, 4] xyxy, floating point.
+        boxes2: Tensor[M, 4] xyxy, same device.
+    Returns:
+        Tensor[N, M] in the input dtype (computed in float32, or float64 for float64 input):
+        ``inter / (area1 + area2 - inter)``, 0 where the union is 0.
+    Raises:
+        ValueError / TypeError: not (N, 4) floating-point boxes on one device.
+    """
+    for name, t in (("boxes1", boxes1), ("boxes2", boxes2)):
+        if t.dim() != 2 or t.shape[-1] != 4:
+            raise ValueError(f"box_iou: {name} must have shape (N, 4), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"box_iou: {name} must be floating point, got {t.dtype}")
+    if boxes1.device != boxes2.device:
+        raise ValueError(f"box_iou: boxes on different devices ({boxes1.device}, {boxes2.device})")
+    _, fn = _dispatch.select("box_iou", boxes1.device)
+    return fn(boxes1, boxes2)
 
 
 def bbox_iou(

@@ -8,7 +8,7 @@ Conventions shared by every backend (the native kernels in ``csrc/*/nms_kernel.*
 the bit):
 
 * Boxes are xyxy, in the caller's units (pixels for model outputs). IoU is computed like
-  ``yolov9k.ops.boxes.box_iou`` in float32: ``inter / (area1 + area2 - inter)``, 0 where the union
+  ``yolov9k.ops.boxes.box_iou_reference`` in float32: ``inter / (area1 + area2 - inter)``, 0 where the union
   is not positive (so boxes with NaN/inf coordinates or zero area never suppress anything). fp16,
   bf16 and float64 inputs are converted to float32 first.
 * A box is suppressed when its IoU with a kept, better-ranked box of the same class is
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from yolov9k.ops import _dispatch
-from yolov9k.ops.boxes import box_iou, xywh2xyxy
+from yolov9k.ops.boxes import box_iou_reference, xywh2xyxy
 
 __all__ = [
     "MAX_WH",
@@ -75,7 +75,7 @@ def batched_nms_reference(
     while rest.numel() > 0 and (max_keep is None or len(keep) < max_keep):
         best, rest = rest[0], rest[1:]
         keep.append(best)
-        iou = box_iou(boxes[best].unsqueeze(0), boxes[rest])[0]
+        iou = box_iou_reference(boxes[best].unsqueeze(0), boxes[rest])[0]
         suppressed = (iou.double() > iou_thres) & (idxs[rest] == idxs[best])
         rest = rest[~suppressed]
     if not keep:
