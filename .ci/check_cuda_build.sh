@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the full CUDA extension (every csrc/cuda/*.cu, sm_80 + sm_90) against a CUDA build of
 # torch and imports it — no GPU needed. Fails on any compile, link or import error.
-# Facts behind the flags: ../shared/BUILD-NOTES.md ("CUDA sources without a GPU").
+# Why these flags: docs/building.md ("Compiling the CUDA sources without a GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

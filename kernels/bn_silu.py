@@ -13,7 +13,7 @@ Layout: ``x`` (N, C, H, W) in any memory format whose H and W can be flattened i
 first. Every kernel sees ``x`` as rows ``m = n * HW + s`` (M = N * H * W) and channels ``c`` with
 element offset ``n * stride_n + s * stride_hw + c * stride_c``; tiles are [BLOCK_M, BLOCK_C], so the
 stride-1 dimension (s for NCHW, c for NHWC) is the coalesced one either way. All arithmetic is fp32
-(loads are upcast), which is also what the Triton CPU interpreter needs (see BUILD-NOTES.md).
+(loads are upcast), which is also what the Triton CPU interpreter needs (see docs/building.md).
 
 Statistics use Chan et al.'s parallel variance: each program folds its tiles into a running
 (count, mean, M2) per channel, the (splits, C) partials are combined on the host in fp32. This avoids

@@ -1,4 +1,4 @@
-// CUDA kernel of yolov9k::box_iou (light headers: no torch/extension.h, see BUILD-NOTES).
+// CUDA kernel of yolov9k::box_iou (light headers: no torch/extension.h, see docs/building.md).
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
