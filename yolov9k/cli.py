@@ -24,7 +24,6 @@ import difflib
 import inspect
 import logging
 import pickle
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -194,25 +193,8 @@ def _add_info(sub: Any) -> None:
     _option(p, info, "num_classes", "classes of a zoo model (default: 80)", type=int)
 
 
-_OPTION_COMMENT = re.compile(r'^\s*"(\w+)":\s*[^#\n]*#\s*(.+)$', re.MULTILINE)
-
-
-def _train_option_help() -> dict[str, str]:
-    """The comment beside each key in the defaults tables (config.py and hyp.py)."""
-    import yolov9k.data.hyp as hyp_mod
-    import yolov9k.engine.config as config_mod
-
-    out: dict[str, str] = {}
-    for mod in (hyp_mod, config_mod):
-        try:
-            out.update(dict(_OPTION_COMMENT.findall(inspect.getsource(mod))))
-        except (OSError, TypeError):  # no source available (frozen install): defaults only
-            pass
-    return out
-
-
 def _add_train(sub: Any) -> None:
-    from yolov9k.engine.config import DEFAULTS, HYP_KEYS
+    from yolov9k.engine.config import DEFAULTS, HELP, HYP_KEYS
 
     p = sub.add_parser("train", help="train a model (every option of yolov9k.engine.config.DEFAULTS)")
     p.description = (
@@ -220,11 +202,10 @@ def _add_train(sub: Any) -> None:
         "yolov9k.engine.config.DEFAULTS (values read as YAML scalars and type-checked there). "
         "With no --data the generated demo data set is used."
     )
-    helps = _train_option_help()
     hyp = p.add_argument_group("hyperparameters (hyp.scratch-high defaults)")
     for key, default in DEFAULTS.items():
         group = hyp if key in HYP_KEYS else p
-        text = f"{helps.get(key, key)} (default: {default})"
+        text = f"{HELP[key]} (default: {default})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": "VALUE"}
         if isinstance(default, bool):
             kw.update(nargs="?", const="true", metavar="BOOL")

@@ -1,4 +1,4 @@
-"""Training options: one flat table of defaults (a comment per key) and typed ``key=value`` checking.
+"""Training options: one flat table of defaults and meanings, and typed ``key=value`` checking.
 
 ``train(**overrides)`` and the CLI (``yolov9k train epochs=10 lr0=0.02``) go through
 :func:`resolve_config`: unknown keys raise :class:`ConfigError` with the closest known keys, values
@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
-from yolov9k.data.hyp import HYP_SCRATCH_HIGH
+from yolov9k.data.hyp import HYP_HELP, HYP_SCRATCH_HIGH
 
 __all__ = [
     "DEFAULTS",
+    "HELP",
     "HYP_KEYS",
     "ConfigError",
     "resolve_config",
@@ -35,56 +36,58 @@ class ConfigError(ValueError):
 
 
 # fmt: off
-_TRAIN_DEFAULTS: dict[str, Any] = {
+# name: (default, meaning); the meanings are also the CLI help of ``yolov9k train``.
+_TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
     # what to train on
-    "model": "gelan-t",        # zoo name (yolov9k.MODELS), model yaml, or checkpoint to start from
-    "data": None,              # dataset yaml/dict; None = the generated demo data set
-    "pretrained": None,        # optional weights (checkpoint path) loaded into a config-built model
+    "model":            ("gelan-t", "zoo name (yolov9k.MODELS), model yaml, or checkpoint to start from"),
+    "data":             (None, "dataset yaml/dict; None = the generated demo data set"),
+    "pretrained":       (None, "optional weights (checkpoint path) loaded into a config-built model"),
     # schedule
-    "epochs": 100,             # epochs to train for (on resume: may be raised to extend a finished run)
-    "imgsz": 640,              # train and val image size in pixels (rounded up to the max stride)
-    "batch": 16,               # total batch size over all DDP ranks
-    "nbs": 64,                 # nominal batch size: gradients are accumulated up to it
-    "optimizer": "SGD",        # SGD (nesterov) | Adam | AdamW
-    "cos_lr": False,           # cosine LR schedule (official one_cycle) instead of linear
-    "close_mosaic": 15,        # turn mosaic/mixup off for the last N epochs (0 = never)
-    "clip_grad": 10.0,         # max gradient norm (after unscaling); 0 = no clipping
-    "ema_decay": 0.9999,       # EMA decay d of ModelEMA
-    "ema_tau": 2000.0,         # EMA warm-up constant: decay = d * (1 - exp(-updates / tau))
-    "patience": 0,             # stop after this many epochs without a better fitness (0 = never)
+    "epochs":           (100, "epochs to train for (on resume: may be raised to extend a finished run)"),
+    "imgsz":            (640, "train and val image size in pixels (rounded up to the max stride)"),
+    "batch":            (16, "total batch size over all DDP ranks"),
+    "nbs":              (64, "nominal batch size: gradients are accumulated up to it"),
+    "optimizer":        ("SGD", "SGD (nesterov) | Adam | AdamW"),
+    "cos_lr":           (False, "cosine LR schedule (official one_cycle) instead of linear"),
+    "close_mosaic":     (15, "turn mosaic/mixup off for the last N epochs (0 = never)"),
+    "clip_grad":        (10.0, "max gradient norm (after unscaling); 0 = no clipping"),
+    "ema_decay":        (0.9999, "EMA decay d of ModelEMA"),
+    "ema_tau":          (2000.0, "EMA warm-up constant: decay = d * (1 - exp(-updates / tau))"),
+    "patience":         (0, "stop after this many epochs without a better fitness (0 = never)"),
     # runtime
-    "device": None,            # 'cpu', 'cuda', 'cuda:1', or None = first GPU if present else CPU
-    "workers": 8,              # dataloader workers per rank
-    "seed": 0,                 # global seed (data order, augmentation and init)
-    "deterministic": True,     # deterministic algorithms (resume reproduces weights exactly on CPU)
-    "amp": "auto",             # 'auto' (fp16 on CUDA, off on CPU) | 'fp16' | 'bf16' | False
-    "channels_last": False,    # NHWC memory format for the model and its inputs
-    "compile": False,          # torch.compile the training model
-    "sync_bn": False,          # SyncBatchNorm in DDP (CUDA only)
-    "dist_timeout": 600,       # seconds a DDP rank waits for the others before failing with an error
-    "cache_dir": None,         # folder for label caches when the data folder is not writable
-    "rect": False,             # rectangular (aspect-ratio) training batches, no mosaic
-    "max_nan_skips": 100,      # abort when more optimizer steps than this were skipped for NaN/inf losses
-    "background_only": False,  # allow a train/val split without a single box (on purpose), with a warning
+    "device":           (None, "'cpu', 'cuda', 'cuda:1', or None = first GPU if present else CPU"),
+    "workers":          (8, "dataloader workers per rank"),
+    "seed":             (0, "global seed (data order, augmentation and init)"),
+    "deterministic":    (True, "deterministic algorithms (resume reproduces weights exactly on CPU)"),
+    "amp":              ("auto", "'auto' (fp16 on CUDA, off on CPU) | 'fp16' | 'bf16' | False"),
+    "channels_last":    (False, "NHWC memory format for the model and its inputs"),
+    "compile":          (False, "torch.compile the training model"),
+    "sync_bn":          (False, "SyncBatchNorm in DDP (CUDA only)"),
+    "dist_timeout":     (600, "seconds a DDP rank waits for the others before failing with an error"),
+    "cache_dir":        (None, "folder for label caches when the data folder is not writable"),
+    "rect":             (False, "rectangular (aspect-ratio) training batches, no mosaic"),
+    "max_nan_skips":    (100, "abort when more optimizer steps than this were skipped for NaN/inf losses"),
+    "background_only":  (False, "allow a train/val split without a single box (on purpose), with a warning"),
     # validation
-    "val": True,               # validate every epoch (otherwise only after the last one)
-    "conf": 0.001,             # validation confidence threshold
-    "iou": 0.7,                # validation NMS IoU threshold
-    "max_det": 300,            # validation detections kept per image
+    "val":              (True, "validate every epoch (otherwise only after the last one)"),
+    "conf":             (0.001, "validation confidence threshold"),
+    "iou":              (0.7, "validation NMS IoU threshold"),
+    "max_det":          (300, "validation detections kept per image"),
     # output
-    "project": None,           # runs go to <project>/<name>; None = runs/train
-    "name": None,              # run folder name; None = exp, exp2, ...
-    "exist_ok": False,         # reuse an existing run folder instead of making a new one
-    "save_period": 0,          # also keep weights/epoch<N>.pt every N epochs (0 = off)
-    "plots": True,             # write results.png, PR curve, confusion matrix and batch images
-    "verbose": True,           # progress bars and log lines
-    "resume": False,           # path to a last.pt, or True = the latest run's last.pt
-    "hyp": None,               # yaml file or dict of hyperparameter overrides (lr0, mosaic, ...)
+    "project":          (None, "runs go to <project>/<name>; None = runs/train"),
+    "name":             (None, "run folder name; None = exp, exp2, ..."),
+    "exist_ok":         (False, "reuse an existing run folder instead of making a new one"),
+    "save_period":      (0, "also keep weights/epoch<N>.pt every N epochs (0 = off)"),
+    "plots":            (True, "write results.png, PR curve, confusion matrix and batch images"),
+    "verbose":          (True, "progress bars and log lines"),
+    "resume":           (False, "path to a last.pt, or True = the latest run's last.pt"),
+    "hyp":              (None, "yaml file or dict of hyperparameter overrides (lr0, mosaic, ...)"),
 }
 # fmt: on
 
 HYP_KEYS: tuple[str, ...] = tuple(HYP_SCRATCH_HIGH)
-DEFAULTS: dict[str, Any] = {**_TRAIN_DEFAULTS, **HYP_SCRATCH_HIGH}
+DEFAULTS: dict[str, Any] = {**{k: d for k, (d, _) in _TRAIN_OPTIONS.items()}, **HYP_SCRATCH_HIGH}
+HELP: dict[str, str] = {**{k: h for k, (_, h) in _TRAIN_OPTIONS.items()}, **HYP_HELP}
 
 _INT_KEYS = frozenset(
     {"epochs", "imgsz", "batch", "nbs", "close_mosaic", "patience", "workers", "seed", "dist_timeout"}
