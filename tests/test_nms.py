@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,6 +299,70 @@ def test_batched_nms_100k_boxes():
     with single_thread():
         ref = sel[batched_nms_reference(boxes[sel], scores[sel], idxs[sel], 0.5)]
     assert got[idxs[got] < 2].tolist() == ref.tolist()
+
+
+def peak_rss_rise_mb(setup: str, call: str) -> float:
+    """Peak resident-memory rise (MB) of ``call`` after ``setup``, in a fresh single-thread process.
+
+    The kernel's peak (VmHWM) is reset just before ``call`` by writing 5 to /proc/self/clear_refs,
+    so neither ``setup`` nor this process counts.
+    """
+    code = f"""
+import json
+import torch
+torch.set_num_threads(1)
+{setup}
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+{call}
+print(json.dumps(status("VmHWM:") - before))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("n_classes", [1, 80])
+def test_reference_nms_memory_is_linear(n_classes):
+    """The reference used to keep one tensor per kept box alive (2e4 boxes: 1.5 GB); now it must
+    stay O(N): here about 35 MB with one class (IoU blocks of 32 x N), 6 MB with 80."""
+    setup = f"""
+from yolov9k.ops.nms import batched_nms_reference
+g = torch.Generator().manual_seed(0)
+n = 20_000
+centres = torch.rand(400, 2, generator=g) * 4000
+xy = centres[torch.randint(400, (n,), generator=g)] + torch.randn(n, 2, generator=g) * 20
+boxes = torch.cat([xy, xy + 40 + torch.rand(n, 2, generator=g) * 40], 1)
+scores = torch.rand(n, generator=g)
+idxs = torch.randint({n_classes}, (n,), generator=g)
+"""
+    call = "keep = batched_nms_reference(boxes, scores, idxs, 0.5)\nassert 5000 < len(keep) < n"
+    rise = peak_rss_rise_mb(setup, call)
+    assert rise < 60.0, f"reference NMS on 2e4 boxes raised peak RSS by {rise:.0f} MB"
+
+
+def test_reference_nms_100k_boxes_equals_cpp():
+    """The fallback must handle 1e5 boxes / 80 classes in seconds, with the kernel's exact result."""
+    require_extension()
+    gen = torch.Generator().manual_seed(5)
+    n = 100_000
+    boxes = random_boxes(n, gen, scale=4000, clusters=400)
+    scores = torch.rand(n, generator=gen)
+    idxs = torch.randint(80, (n,), generator=gen)
+    with ops.use_backend("cpp"):
+        want = batched_nms(boxes, scores, idxs, 0.5)
+    with single_thread(), ops.use_backend("torch"):
+        start = time.perf_counter()
+        got = batched_nms(boxes, scores, idxs, 0.5)
+        seconds = time.perf_counter() - start
+    assert got.tolist() == want.tolist()
+    assert seconds < 120, f"reference NMS took {seconds:.0f} s on 1e5 boxes"
 
 
 @pytest.mark.parametrize(

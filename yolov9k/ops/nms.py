@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 MAX_WH = 7680.0  # px; per-class coordinate offset of the official batched NMS
+_NMS_BLOCK = 32  # candidates the reference decides together (one IoU block per step)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -57,6 +58,11 @@ def batched_nms_reference(
 ) -> Tensor:
     """Greedy per-class NMS, written for clarity (the oracle of the native kernels).
 
+    Each class is processed on its own (classes never suppress each other), and IoUs are computed
+    lazily, only between the boxes kept so far and the remaining boxes of their class: memory stays
+    O(N) beyond the inputs (nothing N x N, nothing per kept box that pins other tensors), and the
+    work is about the sum over classes of (kept x class size).
+
     Args:
         boxes: Tensor[N, 4] xyxy, any floating dtype (computed in float32).
         scores: Tensor[N] floating.
@@ -68,19 +74,66 @@ def batched_nms_reference(
         Tensor[K] int64 indices into the inputs, best score first.
     """
     boxes, scores = boxes.float(), scores.float()
+    limit = boxes.shape[0] if max_keep is None else max_keep
+    order = _rank_order(scores)
+    kept = [
+        _greedy_nms_one_class(boxes, members, iou_thres, limit)
+        for members in _split_by_class(order, idxs[order])
+    ]
+    keep = torch.cat([order.new_empty(0), *kept]).sort().values  # back to the global rank order
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices][:limit]
+
+
+def _rank_order(scores: Tensor) -> Tensor:
+    """Indices of the non-NaN scores, score descending, ties by lower index."""
     valid = torch.nonzero(~torch.isnan(scores)).flatten()
-    order = valid[torch.sort(scores[valid], descending=True, stable=True).indices]
+    return valid[torch.sort(scores[valid], descending=True, stable=True).indices]
+
+
+def _split_by_class(order: Tensor, classes: Tensor) -> list[Tensor]:
+    """``order`` cut into one index tensor per class, each still in rank order."""
+    by_class = torch.sort(classes, stable=True)
+    counts = torch.unique_consecutive(by_class.values, return_counts=True)[1]
+    return list(order[by_class.indices].split(counts.tolist()))
+
+
+def _greedy_nms_one_class(boxes: Tensor, members: Tensor, iou_thres: float, max_keep: int) -> Tensor:
+    """Greedy NMS over ``members`` (indices of one class, in rank order): the kept indices.
+
+    Works on blocks of the next ``_NMS_BLOCK`` surviving candidates: the greedy decisions inside a
+    block come from the block's own IoU matrix, then the block's kept boxes suppress the rest of the
+    class. Same result as one box at a time, with far fewer tensor ops; memory O(block x class size).
+    """
     keep: list[Tensor] = []
-    rest = order
-    while rest.numel() > 0 and (max_keep is None or len(keep) < max_keep):
-        best, rest = rest[0], rest[1:]
-        keep.append(best)
-        iou = box_iou_reference(boxes[best].unsqueeze(0), boxes[rest])[0]
-        suppressed = (iou.double() > iou_thres) & (idxs[rest] == idxs[best])
-        rest = rest[~suppressed]
-    if not keep:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    return torch.stack(keep).to(torch.int64)
+    n_kept = 0
+    rest = members
+    while rest.numel() > 0 and n_kept < max_keep:
+        block, rest = rest[:_NMS_BLOCK], rest[_NMS_BLOCK:]
+        kept = block[_greedy_in_rank_order(boxes[block], iou_thres, max_keep - n_kept)]
+        keep.append(kept)  # a copy (index tensor), not a view that would pin ``rest``'s storage
+        n_kept += kept.numel()
+        rest = rest[~_suppresses(boxes[kept], boxes[rest], iou_thres).any(0)]
+    return torch.cat([members.new_empty(0), *keep])
+
+
+def _suppresses(kept: Tensor, others: Tensor, iou_thres: float) -> Tensor:
+    """Bool Tensor[len(kept), len(others)]: IoU > iou_thres, compared in float64 like torchvision."""
+    return box_iou_reference(kept, others).double() > iou_thres
+
+
+def _greedy_in_rank_order(boxes: Tensor, iou_thres: float, max_keep: int) -> list[int]:
+    """Positions kept by greedy NMS among ``boxes`` (one class, rank order), at most ``max_keep``."""
+    suppresses = _suppresses(boxes, boxes, iou_thres).tolist()
+    removed = [False] * len(suppresses)
+    kept: list[int] = []
+    for i, row in enumerate(suppresses):
+        if removed[i]:
+            continue
+        kept.append(i)
+        if len(kept) == max_keep:
+            break
+        removed = [r or s for r, s in zip(removed, row)]  # marks only matter for positions after i
+    return kept
 
 
 def _image_candidates(
