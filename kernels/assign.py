@@ -5,13 +5,15 @@ the semantics and the official quirks). Reading order: helpers, the three kernel
 
   1. ``_topk_kernel``, one program per (image, gt): the gt's candidates are only the grid cells of its
      column/row range on each level (anchor centres ``(i + 0.5) * stride``), re-checked with the exact
-     official inside predicate. One pass over them keeps the best ``topk`` (metric descending, then
+     official inside predicate, and only assignable pairs count (finite CIoU, finite metric >= 0: the
+     reference's rule for NaN/Inf inputs). One pass keeps the best ``topk`` (metric descending, then
      anchor index ascending) as packed int64 keys in registers; blocks that cannot improve the list
      are skipped. Each pick adds a claim on its anchor (atomic add) and records the lowest claiming
      gt (atomic min).
   2. ``_resolve_kernel``, one program per (image, block of anchors): anchors with several claims go
-     to the gt of largest CIoU among all M gts (first on ties); the final gt's CIoU and metric are
-     stored and folded into per-gt maxima with float atomic max (values are >= 0).
+     to the gt of largest CIoU among all M gts (first on ties, NaN/Inf last), and to background if
+     that pair is not assignable; the final gt's CIoU and metric are stored and folded into per-gt
+     maxima with float atomic max (values are >= 0).
   3. ``_write_kernel``: labels, boxes, fg, gt index and the normalised score
      ``t * max_iou(gt) / (max_t(gt) + eps)`` written directly into the outputs.
 
@@ -166,6 +168,12 @@ def _ciou(gx1, gy1, gx2, gy2, g_atan, px1, py1, px2, py2, p_atan):
 
 
 @triton.jit
+def _assignable(iou, metric):
+    """Pairs that may be assigned: finite CIoU, finite metric >= 0 (NaN fails every comparison)."""
+    return (tl.abs(iou) < _INF) & (metric >= 0.0) & (metric < _INF)
+
+
+@triton.jit
 def _cell_range(lo_edge, hi_edge, margin, stride, n):
     """Cells [lo, hi] (int32) of one axis whose centre can lie in (lo_edge, hi_edge): a superset."""
     lo = tl.floor((lo_edge - margin) / stride - 0.5) - 1.0
@@ -240,8 +248,9 @@ def _topk_kernel(
             metric = _pow(sc.to(tl.float32), alpha, ALPHA_MODE, INTERPRET) * _pow(
                 ov, beta, BETA_MODE, INTERPRET
             )
+            candidate = inside & _assignable(ov, metric)
             bits = (metric + 0.0).to(tl.int32, bitcast=True).to(tl.int64)  # + 0.0: -0.0 -> +0.0
-            key = tl.where(inside, (bits << 32) | (0x7FFFFFFF - a).to(tl.int64), -1)
+            key = tl.where(candidate, (bits << 32) | (0x7FFFFFFF - a).to(tl.int64), -1)
             kth = tl.min(tl.where(slot < topk, top, _NO_KEY), axis=0)
             if tl.max(key, axis=0) > kth:  # merge: k rounds of "take the largest of both lists"
                 merged = tl.full([TOPK_PAD], -1, tl.int64)
@@ -284,7 +293,7 @@ def _resolve_kernel(
     p_atan = tl.load(pd_atan_ptr + ba, mask=in_range, other=0.0)
     tgt = tl.where(claims == 1, first, 0)
     contested = claims > 1
-    if tl.max(contested.to(tl.int32), axis=0) > 0:  # largest CIoU among all M gts, first on ties
+    if tl.max(contested.to(tl.int32), axis=0) > 0:  # largest CIoU of all M gts, first on ties, NaN/Inf last
         best_v = tl.full([BLOCK], -1.0, tl.float32)
         best_j = tl.zeros([BLOCK], tl.int32)
         for jj in range(M):
@@ -293,7 +302,7 @@ def _resolve_kernel(
                 tl.load(gp), tl.load(gp + 1), tl.load(gp + 2), tl.load(gp + 3),
                 tl.load(gt_atan_ptr + b * M + jj), px1, py1, px2, py2, p_atan,
             )  # fmt: skip
-            take = v > best_v
+            take = (v > best_v) & (v < _INF)  # NaN and +Inf never taken (-1 < every clamped CIoU)
             best_j = tl.where(take, jj, best_j)
             best_v = tl.where(take, v, best_v)
         tgt = tl.where(contested, best_j, tgt)
@@ -310,8 +319,11 @@ def _resolve_kernel(
     s_off = b.to(tl.int64) * s_sb + a.to(tl.int64) * s_sa + label * s_sc
     sc = tl.load(scores_ptr + s_off, mask=fg, other=0.0)
     metric = _pow(sc.to(tl.float32), alpha, ALPHA_MODE, INTERPRET) * _pow(ov, beta, BETA_MODE, INTERPRET)
+    fg = fg & _assignable(ov, metric)  # a contested anchor whose new pair is not: background
+    tgt = tl.where(fg, tgt, 0)
     metric = tl.where(fg, metric, 0.0)
     ov = tl.where(fg, ov, 0.0)
+    tl.store(claims_ptr + ba, tl.where(fg, claims, 0), mask=in_range)  # _write_kernel's fg
     tl.store(tgt_ptr + ba, tgt, mask=in_range)
     tl.store(metric_ptr + ba, metric, mask=in_range)
     tl.store(iou_ptr + ba, ov, mask=in_range)

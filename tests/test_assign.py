@@ -177,7 +177,7 @@ def naive_assign(scores, pd, anc, labels, gt, mask, topk=10, alpha=0.5, beta=6.0
             sel = fg[b] & (gt_idx[b] == j)
             if sel.any():
                 best_m, best_o = metric[b, j][sel].max(), ov[b, j][sel].max()
-                value[b, sel] = metric[b, j][sel] * best_o / (best_m + eps)
+                value[b, sel] = (metric[b, j][sel] * best_o / (best_m + eps)).to(value.dtype)
     tl = labels_l.gather(1, gt_idx)
     tb = torch.stack([gt[b][gt_idx[b]] for b in range(bsz)])
     ts = torch.nn.functional.one_hot(tl, n_cls).float() * value[..., None]
@@ -413,3 +413,98 @@ def test_bad_input(change, err, match):
 def test_bad_topk():
     with pytest.raises(ValueError, match="topk"):
         assign(*_simple(), topk=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite inputs (the rule of the yolov9k.ops.assign module docstring) and float64 boxes
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _corrupt(kind: str, scores, pd, anchors: torch.Tensor, label: torch.Tensor) -> None:
+    """Make the (gt, anchor) pairs of ``anchors`` unassignable in image 0 and 1, in place."""
+    if kind == "nan_box":
+        pd[:, anchors, 2] = NAN
+    elif kind == "inf_box":
+        pd[:, anchors, 0] = -INF
+    elif kind == "nan_score":
+        scores[:, anchors, label] = NAN
+    elif kind == "inf_score":
+        scores[:, anchors, label] = INF
+    else:  # a negative score: its square root (alpha = 0.5) is NaN
+        scores[:, anchors, label] = -0.25
+
+
+@pytest.mark.parametrize("kind", ["nan_box", "inf_box", "nan_score", "inf_score", "negative_score"])
+def test_unassignable_predictions_are_never_positive(kind):
+    """12 anchor centres lie in the gt; its 4 best are corrupted: the next 5 are taken instead."""
+    scores, pd, anc, labels, gt, mask = _simple(m=1)
+    labels[:] = 2
+    clean = assign(scores, pd, anc, labels, gt, mask, topk=9)
+    best4 = torch.nonzero(clean[3][0])[:4, 0]
+    _corrupt(kind, scores, pd, best4, torch.tensor(2))
+    tl, tb, ts, fg, gi = assign(scores, pd, anc, labels, gt, mask, topk=5)
+    assert (fg.sum(1) == 5).all()
+    assert not fg[:, best4].any()
+    assert torch.isfinite(ts).all() and (ts >= 0).all()
+    assert (ts.sum(-1) > 0).sum() == 10
+
+
+def test_inf_gt_box_gets_no_anchor():
+    """An infinite gt edge still contains anchor centres, but its CIoUs are NaN: no positives."""
+    scores, pd, anc, labels, gt, mask = _simple()
+    gt[:, 1, 2] = INF
+    tl, tb, ts, fg, gi = assign(scores, pd, anc, labels, gt, mask)
+    assert not (fg & (gi == 1)).any() and (fg & (gi == 0)).any()
+    assert torch.isfinite(ts).all()
+
+
+def _contest(scores, pd, gt0_box: torch.Tensor):
+    """Slot 0 is padding with ``gt0_box``; slots 1 and 2 hold the same real gt, so the 10 anchors
+    they both take are contested among all three slots."""
+    _, _, anc, _, _, _ = _simple()
+    gt = torch.stack([gt0_box, torch.tensor([16.0, 16, 48, 48]), torch.tensor([16.0, 16, 48, 48])])
+    gt = gt.expand(2, 3, 4).clone()
+    labels = torch.tensor([1.0, 0.0, 0.0]).expand(2, 3)[..., None].clone()
+    mask = torch.tensor([0.0, 1.0, 1.0]).expand(2, 3)[..., None].clone()
+    return assign(scores, pd, anc, labels, gt, mask)
+
+
+def test_nan_gt_box_loses_contested_anchors():
+    """A NaN box (here a padding slot) never wins an anchor claimed by several gts."""
+    scores, pd, _, _, _, _ = _simple()
+    tl, tb, ts, fg, gi = _contest(scores, pd, torch.full((4,), NAN))
+    assert (fg.sum(1) == 10).all() and (gi[fg] == 1).all()
+    assert torch.isfinite(ts).all() and torch.isfinite(tb[fg]).all()
+
+
+def test_contested_anchor_whose_new_gt_score_is_nan_is_background():
+    """Anchor 27 (centre 28, 28) is contested; padding slot 0 has its exact predicted box, so it wins
+    the anchor (official quirk), but the anchor's score of slot 0's class is NaN: background."""
+    scores, pd, _, _, _, _ = _simple()
+    scores[:, 27, 1] = NAN
+    tl, tb, ts, fg, gi = _contest(scores, pd, pd[0, 27].clone())
+    assert not fg[:, 27].any() and (gi[:, 27] == 0).all() and (ts[:, 27] == 0).all()
+    assert (fg.sum(1) == 9).all() and torch.isfinite(ts).all()
+    scores[:, 27, 1] = 0.5  # control: with a finite score the padding slot takes the anchor
+    tl, tb, ts, fg, gi = _contest(scores, pd, pd[0, 27].clone())
+    assert fg[:, 27].all() and (gi[:, 27] == 0).all()
+
+
+@pytest.mark.parametrize("which", ["pd_bboxes", "gt_bboxes", "all"])
+def test_float64_boxes(which):
+    """float64 boxes work on every backend: float64 CIoU and metric (target_bboxes float64 when
+    pd_bboxes is), the same assignment as the loop implementation."""
+    scores, pd, anc, labels, gt, mask = _simple(m=3, seed=4)
+    if which in ("pd_bboxes", "all"):
+        pd = pd.double() + 1e-3
+    if which in ("gt_bboxes", "all"):
+        gt = gt.double()
+    if which == "all":
+        scores, anc = scores.double(), anc.double()
+    got = assign(scores, pd, anc, labels, gt, mask)
+    want = naive_assign(scores, pd.double(), anc, labels, gt.double(), mask)
+    assert got[1].dtype == (torch.float64 if pd.dtype == torch.float64 else torch.float32)
+    assert got[2].dtype == torch.float32 and got[3].any()
+    for name, g, w in zip(("labels", "bboxes", "scores", "fg", "gt_idx"), got, want):
+        assert_close_verbose(g.double(), w.double(), rtol=1e-6, atol=1e-7, what=name)

@@ -11,10 +11,12 @@
 //     at::atan calls as the reference, and the powers s^alpha, iou^beta from at::pow_ over blocks
 //     whose lengths are multiples of 64, i.e. ATen's vectorised pow (Sleef), which the reference also
 //     uses except on the last < 2 * vector-width elements of each of its loops.
-//  3. Top-k per gt: metric descending, equal metrics by ascending anchor index.
+//  3. Top-k per gt among its assignable candidates (finite CIoU, finite metric >= 0; the rule for
+//     NaN/Inf inputs in yolov9k/ops/assign.py): metric descending, equal metrics by ascending index.
 //  4. Per image: an anchor claimed by several gts goes to the gt of largest CIoU among all M gts
-//     (padding rows included, first on ties); labels, boxes and scores
-//     t * max_iou(gt) / (max_t(gt) + eps) over each gt's final anchors are written directly.
+//     (padding rows included, first on ties, NaN/Inf last), and becomes background if that pair is
+//     not assignable; labels, boxes and scores t * max_iou(gt) / (max_t(gt) + eps) over each gt's
+//     final anchors are written directly.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -116,12 +118,16 @@ inline float ciou(const Box& g, const Box& p) {
   return clamp0(iou - (rho2 / c2 + v * alpha));
 }
 
-// Strict order of candidates "a ranks before b": metric descending (NaN first, as torch.topk),
-// then anchor index ascending.
+// A (gt, anchor) pair may be assigned only with a finite CIoU and a finite, non-negative metric
+// (the reference's _assignable: NaN/Inf inputs never make a positive nor a NaN target score).
+inline bool assignable(float iou, float metric) {
+  return std::isfinite(iou) && std::isfinite(metric) && metric >= 0.0f;
+}
+
+// Strict order of assignable candidates "a ranks before b": metric descending, then anchor index
+// ascending.
 inline bool ranks_before(float ma, int32_t ia, float mb, int32_t ib) {
-  const bool na = std::isnan(ma), nb = std::isnan(mb);
-  if (na != nb) return na;
-  if (!na && ma != mb) return ma > mb;
+  if (ma != mb) return ma > mb;
   return ia < ib;
 }
 
@@ -237,25 +243,25 @@ void assign_kernel(const Problem& P, const Scores<score_t>& score, at::Tensor& l
     }
   });
 
-  // 2. Metric s^alpha * iou^beta, then the top-k of each gt (flags).
+  // 2. Metric s^alpha * iou^beta, then the top-k of the assignable candidates of each gt (flags).
   pow_inplace(metric_t, P.beta);
   pow_inplace(spow_t, P.alpha);
   std::vector<uint8_t> selected(total, 0);
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
     std::vector<int64_t> order;
     for (int64_t g = g0; g < g1; ++g) {
-      const int64_t begin = offs[g], n = offs[g + 1] - begin;
-      for (int64_t p = begin; p < begin + n; ++p) metric[p] = spow[p] * metric[p];
-      if (n <= P.topk) {
-        std::fill(selected.begin() + begin, selected.begin() + begin + n, 1);
-        continue;
+      order.clear();
+      for (int64_t p = offs[g]; p < offs[g + 1]; ++p) {
+        metric[p] = spow[p] * metric[p];
+        if (assignable(iou[p], metric[p])) order.push_back(p);
       }
-      order.resize(n);
-      std::iota(order.begin(), order.end(), begin);
-      std::nth_element(order.begin(), order.begin() + (P.topk - 1), order.end(), [&](int64_t x, int64_t y) {
-        return ranks_before(metric[x], cand[x], metric[y], cand[y]);
-      });
-      for (int64_t t = 0; t < P.topk; ++t) selected[order[t]] = 1;
+      const int64_t n = static_cast<int64_t>(order.size());
+      if (n > P.topk) {
+        std::nth_element(order.begin(), order.begin() + (P.topk - 1), order.end(), [&](int64_t x, int64_t y) {
+          return ranks_before(metric[x], cand[x], metric[y], cand[y]);
+        });
+      }
+      for (int64_t t = 0; t < std::min(n, P.topk); ++t) selected[order[t]] = 1;
     }
   });
 
@@ -292,7 +298,7 @@ void assign_kernel(const Problem& P, const Scores<score_t>& score, at::Tensor& l
       for (int64_t a = 0; a < A; ++a) {
         if (claims[a] > 1) contested.push_back(a);
       }
-      if (!contested.empty()) {  // largest CIoU among all M gts (torch.argmax: first, NaN wins)
+      if (!contested.empty()) {  // largest CIoU among all M gts, first on ties, NaN/Inf last
         const int64_t nc = static_cast<int64_t>(contested.size());
         at::Tensor c_iou = at::zeros({round_up(nc, kPowAlign)}, fopt);
         at::Tensor c_pow = at::zeros({round_up(nc, kPowAlign)}, fopt);
@@ -302,10 +308,11 @@ void assign_kernel(const Problem& P, const Scores<score_t>& score, at::Tensor& l
           const int64_t a = contested[k];
           const Box pb = pd_box(b, a);
           int64_t best = 0;
-          float best_v = ciou(gts[0], pb);
-          for (int64_t j = 1; j < M && !std::isnan(best_v); ++j) {
+          float best_rank = -1.0f, best_v = ciou(gts[0], pb);  // NaN/Inf rank as -1: below all
+          for (int64_t j = 0; j < M; ++j) {
             const float v = ciou(gts[j], pb);
-            if (v > best_v || std::isnan(v)) best = j, best_v = v;
+            const float rank = std::isfinite(v) ? v : -1.0f;
+            if (rank > best_rank) best = j, best_rank = rank, best_v = v;
           }
           tgt[a] = static_cast<int32_t>(best);
           ci[k] = cp[k] = t_iou[a] = best_v;
@@ -313,7 +320,13 @@ void assign_kernel(const Problem& P, const Scores<score_t>& score, at::Tensor& l
         }
         c_pow.pow_(P.beta);  // inside our parallel region: one serial, fully vectorised loop
         c_s.pow_(P.alpha);
-        for (int64_t k = 0; k < nc; ++k) t_metric[contested[k]] = cs[k] * cp[k];
+        for (int64_t k = 0; k < nc; ++k) {
+          const int64_t a = contested[k];
+          t_metric[a] = cs[k] * cp[k];
+          if (!assignable(t_iou[a], t_metric[a])) {  // the new gt's pair is not: background
+            claims[a] = 0, tgt[a] = 0, t_metric[a] = 0.0f, t_iou[a] = 0.0f;
+          }
+        }
       }
       // Per gt: largest metric and CIoU over its final anchors (scatter_reduce amax from 0).
       std::fill(best_metric.begin(), best_metric.end(), 0.0f);

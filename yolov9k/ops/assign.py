@@ -19,6 +19,18 @@ values): a gt ranks the anchors *inside it* by metric, descending, equal metrics
 anchor index, and takes the first ``topk``. Anchors outside never count, so a gt with fewer than
 ``topk`` inside anchors takes all of them (the official code can do the same or fewer).
 
+Non-finite values (ours; the official code lets NaN spread into the targets): a (gt, anchor) pair
+is *assignable* when its CIoU is finite and its metric is finite and >= 0 (NaN/Inf boxes or scores
+and overflow make them non-finite; negative scores can make the metric negative or NaN). A pair
+that is not assignable:
+  * is never one of the gt's top-k candidates (as if the anchor were outside the gt);
+  * when several gts claim the anchor, NaN/Inf overlaps rank below every finite one;
+  * if it is still the anchor's final pair after that (the new gt's class score is NaN, say), the
+    anchor is background.
+So every positive comes from an assignable pair and, with ``eps > 0``, every target score is
+finite, >= 0 and at most its gt's best CIoU. Finite inputs of sane magnitude are not affected. The
+C++ and Triton kernels follow the same rule, with the same results.
+
 Memory: the work runs over chunks of whole images, so only a few (chunk, M, A) temporaries live at
 once; nothing of shape (B, M, A, 4) or (B, M, topk, A) is built, and no index tensor goes through
 the host.
@@ -98,6 +110,11 @@ def _vector_pow(x: Tensor, exponent: float) -> Tensor:
     return buf[:n].view(x.shape)
 
 
+def _assignable(overlap: Tensor, metric: Tensor) -> Tensor:
+    """(gt, anchor) pairs that may be assigned: finite CIoU and a finite, non-negative metric."""
+    return overlap.isfinite() & metric.isfinite() & (metric >= 0)
+
+
 def _chunk_images(n_img: int, per_image: int, device: torch.device) -> int:
     budget = _CHUNK_ELEMS_CUDA if device.type == "cuda" else _CHUNK_ELEMS_CPU
     return max(1, min(n_img, budget // max(per_image, 1)))
@@ -136,35 +153,47 @@ def _assign_chunk(
 
     overlaps = _pairwise_ciou(gt_terms, pd_terms)  # (Bc, M, A), clamped at 0
     cls_scores = torch.gather(scores.transpose(1, 2), 1, labels[..., None].expand(bc, m, n_anchor))
-    metric = _vector_pow(cls_scores.float(), alpha).mul_(_vector_pow(overlaps, beta))  # official: s**a * u**b
+    # official: s**a * u**b, s**a in float32, the product in the boxes' precision (float64 for float64)
+    metric = _vector_pow(overlaps, beta).mul_(_vector_pow(cls_scores.float(), alpha))
     del cls_scores
+    candidate = inside & _assignable(overlaps, metric)  # non-finite values: module docstring
+    del inside
 
-    # Top-k of the inside anchors per gt, ties by ascending anchor index (see the module docstring).
+    # Top-k of the candidates per gt, ties by ascending anchor index (see the module docstring).
     k = min(topk, n_anchor)
-    ranked = torch.where(inside, metric, -1.0)
+    ranked = torch.where(candidate, metric, -1.0)
     kth = ranked.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
     selected = ranked > kth
     at_kth = ranked == kth
     room = k - selected.sum(-1, keepdim=True, dtype=torch.int32)
     at_kth &= at_kth.cumsum(-1, dtype=torch.int32) <= room
     selected |= at_kth
-    selected &= inside  # kth may be -1 (fewer than k inside): never take outside anchors
-    del ranked, at_kth
+    selected &= candidate  # kth may be -1 (fewer than k candidates): never take the others
+    del ranked, at_kth, candidate
 
-    # An anchor claimed by several gts goes to the gt of largest overlap among all gts.
-    # (Reductions over M use amax/amin, which vectorise along A; argmax over dim 1 does not.)
+    # An anchor claimed by several gts goes to the gt of largest overlap among all gts (NaN and
+    # infinite overlaps rank last). Reductions over M use amax/amin, which vectorise along A;
+    # argmax over dim 1 does not.
     n_claims = selected.sum(1, dtype=torch.int32)  # (Bc, A)
     gt_range = torch.arange(m, device=labels.device, dtype=torch.int32)[None, :, None]
     claimed_gt = torch.where(selected, gt_range, 0).amax(1)  # the claiming gt if only one, 0 if none
-    best_overlap_gt = torch.where(overlaps == overlaps.amax(1, keepdim=True), gt_range, m).amin(1)
-    target_gt_idx = torch.where(n_claims > 1, best_overlap_gt, claimed_gt).long()  # first max, as argmax
-    fg = n_claims > 0
     del selected
+    ranked_overlaps = torch.where(overlaps.isfinite(), overlaps, -1.0)
+    best_overlap_gt = torch.where(ranked_overlaps == ranked_overlaps.amax(1, keepdim=True), gt_range, m)
+    del ranked_overlaps
+    target_gt_idx = torch.where(n_claims > 1, best_overlap_gt.amin(1), claimed_gt).long()  # first max
+
+    # The final pair of a contested anchor can be unassignable (its new gt's class score is NaN):
+    # the anchor is then background.
+    idx = target_gt_idx[:, None, :]
+    metric_a = metric.gather(1, idx)[:, 0]
+    overlap_a = overlaps.gather(1, idx)[:, 0]
+    fg = (n_claims > 0) & _assignable(overlap_a, metric_a)
+    target_gt_idx = torch.where(fg, target_gt_idx, 0)
+    metric_a = torch.where(fg, metric_a, 0.0)
+    overlap_a = torch.where(fg, overlap_a, 0.0)
 
     # Soft targets: t * (max overlap of the gt) / (max t of the gt + eps), over its final anchors.
-    idx = target_gt_idx[:, None, :]
-    metric_a = torch.where(fg, metric.gather(1, idx)[:, 0], 0.0)
-    overlap_a = torch.where(fg, overlaps.gather(1, idx)[:, 0], 0.0)
     zeros = metric_a.new_zeros(bc, m)
     best_metric = zeros.scatter_reduce(1, target_gt_idx, metric_a, "amax")
     best_overlap = zeros.scatter_reduce(1, target_gt_idx, overlap_a, "amax")
@@ -285,7 +314,9 @@ def assign(
     Args:
         pd_scores: (B, A, C) predicted class probabilities (after sigmoid); fp16/bf16 are computed
             in float32.
-        pd_bboxes: (B, A, 4) predicted boxes, xyxy pixels.
+        pd_bboxes: (B, A, 4) predicted boxes, xyxy pixels. float64 boxes make the CIoU, the metric
+            and ``target_bboxes`` float64, as officially (every backend hands them to the reference);
+            any other floating dtype is computed in float32.
         anc_points: (A, 2) anchor centres (x, y), pixels.
         gt_labels: (B, M, 1) class index per gt slot (float or integer).
         gt_bboxes: (B, M, 4) gt boxes, xyxy pixels; padding rows are ignored through ``mask_gt``.
@@ -294,12 +325,13 @@ def assign(
         eps: margin of the inside test and the normalisation's epsilon (1e-9).
     Returns:
         target_labels (B, A) int64: class of the assigned gt (gt 0's on background);
-        target_bboxes (B, A, 4): its box, xyxy px, float32 (float64 for float64 boxes);
+        target_bboxes (B, A, 4): its box, xyxy px, float32 (float64 for float64 ``pd_bboxes``);
         target_scores (B, A, C) float32: ``one_hot(label) * fg * normalised metric``;
         fg_mask (B, A) bool;
         target_gt_idx (B, A) int64: index into the M gt slots (0 on background).
     Labels must lie in [0, C) for every slot the result can point to (checked on CPU only, to keep
-    CUDA calls free of host syncs). The module docstring gives the tie rule and official quirks.
+    CUDA calls free of host syncs). The module docstring gives the tie rule, the official quirks
+    and the rule for NaN/Inf inputs (never a NaN target score).
     """
     _check("pd_scores", pd_scores, (None, None, None))
     bsz, n_anchor, _ = pd_scores.shape
