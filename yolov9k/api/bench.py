@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from yolov9k import ops
+from yolov9k.api.options import POSITIVE, Option, check_options, optional_str, parse_bool
 from yolov9k.api.runtime import select_device
 from yolov9k.models import build_model
 from yolov9k.ops import BACKENDS, BackendUnavailableError, _dispatch, use_backend
 
-__all__ = ["bench", "format_bench", "CASES"]
+__all__ = ["bench", "format_bench", "CASES", "OPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,15 @@ def _cases(full: bool) -> list[Case]:
 
 CASES = ("box_iou", "batched_nms", "postprocess", "assign")
 
+OPTIONS: tuple[Option, ...] = (
+    Option("full", "benchmark sizes instead of small ones", parse_bool),
+    Option("device", "cpu, cuda, ... (default: CUDA when available)", optional_str),
+    Option("model", "zoo model for the forward timing ('none' to skip)", optional_str),
+    Option("imgsz", "model input size (default 160, 640 with --full)", int),
+    Option("repeat", "timed calls per entry (median)", int, POSITIVE),
+    Option("ops", "only these ops", nargs="+", choices=CASES),
+)
+
 
 def _time(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
     """Median wall time of ``fn`` in ms (after one warm-up call), synchronising CUDA."""
@@ -158,8 +168,7 @@ def bench(
         rows ``{"op", "size", "backend", "ms"}`` (``ms`` is None when a backend failed, with ``error``).
     """
     dev = select_device(device)
-    if int(repeat) < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    check_options(OPTIONS, {"repeat": repeat})
     unknown = sorted(set(ops or ()) - set(CASES))
     if unknown:
         raise ValueError(f"unknown op(s) {unknown}; choose from {list(CASES)}")

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import torch
 
+from yolov9k.api.options import Option, parse_bool
 from yolov9k.api.runtime import LOGGER
 from yolov9k.checkpoint import load_model, save_checkpoint
 from yolov9k.io.files import check_output_file
 from yolov9k.models import reparameterize as drop_pgi
 
-__all__ = ["convert"]
+__all__ = ["convert", "OPTIONS"]
+
+OPTIONS: tuple[Option, ...] = (
+    Option("source", "checkpoint to read (official, yolov9k or state dict)", required=True),
+    Option("output", "yolov9k checkpoint to write", required=True),
+    Option("reparameterize", "drop the PGI branch (yolov9-X -> gelan-X)", parse_bool),
+    Option("half", "store fp16 weights", parse_bool),
+)
 
 
 def convert(

@@ -27,13 +27,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from yolov9k.api.options import MODEL, POSITIVE, UNIT, Option, check_options, optional_str, parse_bool
 from yolov9k.api.runtime import LOGGER, resolve_model, select_device, to_inference_model
 from yolov9k.io.files import atomic_output, check_output_file
 from yolov9k.ops import batched_nms
 
-__all__ = ["export", "EfficientNMS", "FORMATS"]
+__all__ = ["export", "EfficientNMS", "FORMATS", "OPTIONS"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+OPTIONS: tuple[Option, ...] = (
+    MODEL,
+    Option("format", "output format", choices=tuple(FORMATS)),
+    Option("imgsz", "input size: one int (square) or H W", int, nargs="+"),
+    Option("file", "output file (default: beside the checkpoint)", optional_str),
+    Option("nms", "ONNX: NMS in the graph (EfficientNMS-style outputs)", parse_bool),
+    Option("half", "fp16 (needs --device cuda)", parse_bool),
+    Option("dynamic", "ONNX: dynamic batch axis", parse_bool),
+    Option("opset", "ONNX opset", int),
+    Option("conf", "with --nms: score threshold", float, UNIT),
+    Option("iou", "with --nms: IoU threshold", float, UNIT),
+    Option("max_det", "with --nms: detections per image", int, POSITIVE),
+    Option("batch", "batch size of the example input", int, POSITIVE),
+    Option("device", "device used for tracing", optional_str),
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,11 +265,7 @@ def export(
         raise ValueError("nms=True is supported for format='onnx' only")
     if nms and opset < 11:
         raise ValueError(f"NMS in the graph needs opset >= 11, got {opset}")
-    for key, v in (("conf", conf), ("iou", iou)):
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {v!r}")
-    if int(max_det) < 1 or int(batch) < 1:
-        raise ValueError(f"max_det and batch must be >= 1, got {max_det}, {batch}")
+    check_options(OPTIONS, {"conf": conf, "iou": iou, "max_det": max_det, "batch": batch})
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ValueError("half=True export needs a CUDA device (device='cuda')")

@@ -8,12 +8,20 @@ from typing import Any
 
 from torch import nn
 
+from yolov9k.api.options import POSITIVE, Option, check_options, parse_bool
 from yolov9k.checkpoint import load_model
 from yolov9k.models import MODELS, build_model
 from yolov9k.models.summary import model_info
 from yolov9k.ops import backend_info
 
-__all__ = ["info", "format_info"]
+__all__ = ["info", "format_info", "OPTIONS"]
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "zoo name or checkpoint file"),
+    Option("imgsz", "image size for the GFLOPs", int, POSITIVE),
+    Option("fuse", "fold BN and RepConvN first", parse_bool),
+    Option("num_classes", "classes of a zoo model (default: 80)", int),
+)
 
 
 def _load(model: nn.Module | str | os.PathLike, num_classes: int | None) -> tuple[nn.Module, str]:
@@ -50,8 +58,7 @@ def info(
         dict: ``name``, ``nc``, ``is_dual``, ``fused``, ``stride``, ``layers``, ``params``,
         ``gflops``, ``imgsz``, ``backends`` (``yolov9k.ops.backend_info()``).
     """
-    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
-        raise ValueError(f"imgsz must be a positive int, got {imgsz!r}")
+    check_options(OPTIONS, {"imgsz": imgsz})
     net, name = _load(model, num_classes)
     if fuse:
         net.fuse()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -24,12 +23,46 @@ import torch
 from torch import nn
 
 from yolov9k.api.annotate import class_name, draw_detections
+from yolov9k.api.options import (
+    CONF,
+    DEVICE,
+    HALF,
+    IOU,
+    MAX_DET,
+    MODEL,
+    POSITIVE,
+    RUN_NAME,
+    Option,
+    check_options,
+    optional_str,
+    parse_bool,
+)
 from yolov9k.api.runtime import LOGGER, resolve_model, run_dir, select_device
 from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
+from yolov9k.data.splits import round_imgsz
 from yolov9k.io.files import disk_full_error
 
-__all__ = ["predict", "prepare_image", "to_original", "PredictResults"]
+__all__ = ["predict", "prepare_image", "to_original", "PredictResults", "OPTIONS"]
+
+OPTIONS: tuple[Option, ...] = (
+    MODEL,
+    Option("source", "image, video, folder, glob or .txt list of paths", required=True),
+    Option("imgsz", "inference size in pixels", int, POSITIVE),
+    CONF,
+    IOU,
+    Option("classes", "keep only these class ids", int, nargs="+"),
+    MAX_DET,
+    Option("agnostic", "class-agnostic NMS", parse_bool),
+    DEVICE,
+    HALF,
+    Option("save", "write annotated images / videos", parse_bool),
+    Option("save_txt", "write labels/<stem>.txt: cls cx cy w h conf (normalized)", parse_bool),
+    Option("save_json", "write predictions.json (boxes in original-image pixels)", parse_bool),
+    Option("project", "results go to <project>/<name> (none: runs/predict)", optional_str),
+    RUN_NAME,
+    Option("batch", "images per forward pass", int, POSITIVE),
+)
 
 RatioPad = tuple[tuple[float, float], tuple[float, float]]
 
@@ -149,21 +182,6 @@ def _txt_lines(
     return lines
 
 
-def _check_args(imgsz: int, conf: float, iou: float, max_det: int, batch: int, stride: int) -> int:
-    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
-        raise ValueError(f"imgsz must be a positive int (pixels), got {imgsz!r}")
-    for name, v in (("conf", conf), ("iou", iou)):
-        if not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {v!r}")
-    for name, v in (("max_det", max_det), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    size = int(math.ceil(imgsz / stride) * stride)
-    if size != imgsz:
-        LOGGER.warning("imgsz=%d is not a multiple of the model stride %d: using %d", imgsz, stride, size)
-    return size
-
-
 def _summary(classes: np.ndarray, names: dict[int, str]) -> str:
     if len(classes) == 0:
         return "no detections"
@@ -220,7 +238,8 @@ def predict(
     items = collect_sources(source)
     net = resolve_model(model, dev)
     stride = int(max(float(s) for s in net.stride))
-    imgsz = _check_args(imgsz, conf, iou, max_det, batch, stride)
+    check_options(OPTIONS, {"imgsz": imgsz, "conf": conf, "iou": iou, "max_det": max_det, "batch": batch})
+    imgsz = round_imgsz(imgsz, stride, LOGGER.warning)
     dtype = torch.float16 if half else torch.float32
     if half:  # never convert the caller's own model object
         net = (copy.deepcopy(net) if isinstance(model, nn.Module) else net).half()

@@ -17,13 +17,46 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolov9k.api.options import (
+    CONF,
+    DEVICE,
+    HALF,
+    IOU,
+    MAX_DET,
+    MODEL,
+    POSITIVE,
+    RUN_NAME,
+    Option,
+    check_options,
+    optional_str,
+    parse_bool,
+)
 from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model, run_dir, select_device
 from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
 from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine.validate import validate
 from yolov9k.metrics import to_coco_json
 
-__all__ = ["val", "format_table"]
+__all__ = ["val", "format_table", "OPTIONS"]
+
+OPTIONS: tuple[Option, ...] = (
+    MODEL,
+    Option("data", "dataset YAML (default: the generated demo data set)", optional_str),
+    Option("imgsz", "image size in pixels", int, POSITIVE),
+    Option("batch", "images per batch", int, POSITIVE),
+    CONF,
+    IOU,
+    MAX_DET,
+    DEVICE,
+    HALF,
+    Option("save_json", "write predictions.json in COCO result format", parse_bool),
+    Option("project", "results go to <project>/<name> (none: runs/val)", optional_str),
+    RUN_NAME,
+    Option("split", "dataset split", choices=("train", "val", "test")),
+    Option("workers", "dataloader worker processes", int),
+    Option("rect", "rectangular batches (as the official val.py)", parse_bool),
+    Option("plots", "write the PR curve and confusion matrix", parse_bool),
+)
 
 
 def _coco_ids(json_file: Path | None) -> tuple[dict[str, int], list[int] | None]:
@@ -115,14 +148,8 @@ def val(
         FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, or a
         dataset whose class count differs from the model's.
     """
-    for key, v in (("imgsz", imgsz), ("batch", batch), ("max_det", max_det)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key} must be a positive int, got {v!r}")
-    for key, v in (("conf", conf), ("iou", iou)):
-        if not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {v!r}")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    checked = {"imgsz": imgsz, "batch": batch, "max_det": max_det, "conf": conf, "iou": iou, "split": split}
+    check_options(OPTIONS, checked)
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ValueError("half=True (fp16 inference) needs a CUDA device")
