@@ -42,6 +42,7 @@ from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
 from yolov9k.data.splits import round_imgsz
 from yolov9k.io.files import disk_full_error
+from yolov9k.ops import postprocess
 
 __all__ = ["predict", "prepare_image", "to_original", "PredictResults", "OPTIONS"]
 
@@ -230,8 +231,6 @@ def predict(
     Raises:
         FileNotFoundError: no source / model file. ValueError: bad arguments.
     """
-    from yolov9k.ops import postprocess
-
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ValueError("half=True (fp16 inference) needs a CUDA device")
