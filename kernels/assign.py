@@ -22,8 +22,9 @@ own ``box_terms`` (same torch calls, same bits); the kernels compute the rest in
 operation order with fp fusion off, IEEE division and ``sqrt_rn``; ``s**alpha`` / ``iou**beta`` use
 libdevice ``powf`` (what torch's CUDA pow calls). Under ``TRITON_INTERPRET=1`` (CPU tests) libdevice
 is unavailable and powers are computed as ``exp(e * log(x))`` in float64, which can differ from the
-CPU reference's pow by one ulp: scores then agree to ~1e-7 relative, and a top-k decision could only
-flip on a near-exact tie.
+CPU reference's pow by one ulp; so can ``s ** 0.5``, because torch's CPU float32 sqrt is not always
+correctly rounded (0.5267702 -> 0.72578931, exact 0.72578937) while the interpreter's is. Scores
+then agree to ~1e-7 relative, and a top-k decision could only flip on a near-exact tie.
 
 Anchor layouts that are not a regular multi-level grid (as ``make_anchors`` builds it), float64
 boxes and M == 0 go to the PyTorch reference. Reading the layout costs one (A, 2) device-to-host
