@@ -12,26 +12,32 @@ Our format is a dict of plain types and tensors, read back with ``torch.load(wei
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from yolov9k.io.archive import CheckpointError, open_archive, verify_crcs
 from yolov9k.io.files import atomic_output
 from yolov9k.io.official import OfficialCheckpoint, official_from_object
 from yolov9k.io.safe_pickle import Record, UnsafeCheckpointError, is_torch_zip, read_torch_zip
+from yolov9k.models.parse import MAX_CLASSES
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "CheckpointError",
     "UnsafeCheckpointError",
     "save_checkpoint",
     "load_checkpoint",
@@ -139,13 +145,47 @@ def _fsync_dir(folder: Path) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a yolov9k checkpoint with ``torch.load(weights_only=True)`` (tensors on CPU).
 
+    Entries are checked against their CRC-32 and the archive's sizes against limits first.
+
     Raises:
-        ValueError: the file is not a yolov9k checkpoint (official pickles: use :func:`load_model`).
+        ValueError (often its subclass CheckpointError): the file is not a readable yolov9k
+        checkpoint (official pickles: use :func:`load_model`), with a one-line message.
+        FileNotFoundError, PermissionError, IsADirectoryError: the path cannot be read.
     """
-    obj = _read_file(Path(path), allow_official=False)
-    if not _is_ours(obj):
-        raise ValueError(f"{path} is not a yolov9k checkpoint (no format='yolov9k' entry)")
-    return _check_ours(obj, str(path))
+    with _only_documented_errors(str(path)):
+        obj = _read_file(Path(path), allow_official=False)
+        if not _is_ours(obj):
+            raise ValueError(f"{path} is not a yolov9k checkpoint (no format='yolov9k' entry)")
+        return _check_ours(obj, str(path))
+
+
+_PASSED_THROUGH = (UnsafeCheckpointError, FileNotFoundError, PermissionError, IsADirectoryError)
+_MAX_MESSAGE = 300
+
+
+@contextlib.contextmanager
+def _only_documented_errors(where: str) -> Iterator[None]:
+    """Funnel every failure into the documented types with a one-line message: the error
+    types above pass; ValueErrors are trimmed to one line; anything else (a malformed file can
+    raise TypeError, KeyError, RecursionError, MemoryError, ...) becomes a CheckpointError."""
+    try:
+        yield
+    except _PASSED_THROUGH:
+        raise
+    except ValueError as e:
+        text = str(e)
+        if "\n" in text or len(text) > _MAX_MESSAGE:
+            raise CheckpointError(_one_line(text)) from None
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"{where}: cannot load this checkpoint: {type(e).__name__}: {_one_line(str(e))}"
+        ) from None
+
+
+def _one_line(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= _MAX_MESSAGE else first[: _MAX_MESSAGE - 3] + "..."
 
 
 def _is_ours(obj: Any) -> bool:
@@ -167,6 +207,33 @@ def _check_ours(ckpt: dict[str, Any], where: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _weights_only_reason(error: BaseException) -> str:
+    """The line of torch's long weights-only message that says what went wrong."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return next((line[:160] for line in lines if line.startswith("WeightsUnpickler error")), lines[-1][:160])
+
+
+def _first_sentence(error: BaseException, limit: int = 160) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0][:limit] if text else type(error).__name__
+
+
+def _verify_archive(path: Path) -> None:
+    """Refuse a zip whose directory promises too much, or any of whose entries fails its CRC-32,
+    before ``torch.load`` (which checks neither) reads it."""
+    try:
+        with open_archive(path, str(path)) as zf:
+            verify_crcs(zf, str(path))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable zip archive (corrupt or truncated?): {_first_sentence(e)}"
+        ) from None
+    except OSError as e:
+        if isinstance(e, PermissionError):
+            raise
+        raise CheckpointError(f"{path} is not a readable zip archive: {_first_sentence(e)}") from None
+
+
 def _read_file(path: Path, allow_official: bool = True) -> Any:
     """Unpickle ``path`` safely: ``weights_only=True`` first, the restricted unpickler for the
     pickled-module zips that it refuses (official checkpoints)."""
@@ -176,16 +243,27 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] != b"PK" and head[:1] != b"\x80":
-        raise ValueError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
+    if head[:2] == b"PK":
+        _verify_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # pickled objects (weights_only refuses them): official checkpoint or foreign content
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        if isinstance(e, FileNotFoundError | PermissionError):
-            raise
-        reason = str(e).split(". ")[0][:160]  # torch's own messages run on for several sentences
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}") from None
+    except pickle.UnpicklingError as e:  # pickled objects (official checkpoint), or a broken pickle
+        refused_global = "Unsupported global" in str(e)
+        if not refused_global and head[:2] != b"PK":
+            reason = _weights_only_reason(e)
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (corrupt pickle?): {reason}"
+            ) from None
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as e:
+        # torch's readers fail in many ways on broken files (RuntimeError, IndexError, ...), and
+        # their messages run on for several sentences: keep the first
+        reason = _first_sentence(e)
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
+        ) from None
     if not is_torch_zip(path):
         raise ValueError(
             f"{path} is a legacy (non-zip) torch.save file with pickled objects, which yolov9k does not "
@@ -230,9 +308,10 @@ def _is_state_dict(obj: Any) -> bool:
 def _clean_keys(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in sd.items():
-        while k.startswith(_WRAPPER_PREFIXES):
-            k = k.split(".", 1)[1]
-        out[k] = v
+        start = 0
+        while k.startswith(_WRAPPER_PREFIXES, start):  # an index, not re-slicing: linear in len(k)
+            start = k.index(".", start) + 1
+        out[k[start:]] = v
     return out
 
 
@@ -243,7 +322,10 @@ def _weights_from(obj: Any, where: str) -> _Weights:
     elif isinstance(obj, Record) or (
         isinstance(obj, dict) and any(isinstance(v, Record) for v in obj.values())
     ):
-        off = official_from_object(obj)
+        try:
+            off = official_from_object(obj)
+        except ValueError as e:  # name the file, as every other message does
+            raise CheckpointError(f"{where}: {e}") from None
     elif _is_ours(obj):
         ck = _check_ours(obj, where)
         sd = ck.get("ema") if _is_state_dict(ck.get("ema")) else ck["state_dict"]
@@ -322,7 +404,82 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None
     return matches[0]
 
 
-def _build(cfg: dict[str, Any] | str | os.PathLike, nc: int | None) -> nn.Module:
+_MAX_CFG_DEPTH = 8  # a config is a dict of rows of args: 4 levels deep
+_MAX_CFG_ITEMS = 100_000
+
+
+def _check_plain_config(cfg: Any, where: str) -> None:
+    """Refuse a checkpoint's model config unless it is plain data (dicts, lists, str, numbers),
+    at most ``_MAX_CFG_DEPTH`` deep and ``_MAX_CFG_ITEMS`` large; each container is visited once,
+    so a pickled config that repeats or contains itself costs no more than its size."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(cfg, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str | int | float | bool | type(None)):
+            continue
+        if not isinstance(value, dict | list | tuple):
+            raise CheckpointError(f"{where}: the model config holds a {type(value).__name__}")
+        if id(value) in seen and len(value) > 0:  # (empty tuples are one shared object)
+            raise CheckpointError(f"{where}: the model config repeats or contains itself")
+        if depth >= _MAX_CFG_DEPTH:
+            raise CheckpointError(f"{where}: the model config is nested deeper than {_MAX_CFG_DEPTH} levels")
+        seen.add(id(value))
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+        if len(seen) + len(stack) + len(items) > _MAX_CFG_ITEMS:
+            raise CheckpointError(f"{where}: the model config has more than {_MAX_CFG_ITEMS} items")
+        stack.extend((item, depth + 1) for item in items)
+
+
+def _count_parameters_of(cfg: dict[str, Any], nc: int | None, where: str) -> int:
+    """Parameters + buffers of the model ``cfg`` describes, built on the meta device (no memory)."""
+    with _meta_constructors():
+        model = _build(cfg, nc, where)
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+
+def _meta_constructors() -> contextlib.AbstractContextManager:
+    """Like ``with torch.device("meta")``, except for ``torch.arange`` (the DFL's 16 bins), whose
+    meta kernel imports torch._dynamo: seconds on first use."""
+    try:
+        from torch.utils._device import _device_constructors  # private: fall back if it goes
+    except ImportError:
+        return torch.device("meta")
+
+    class MetaExceptArange(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func in _device_constructors() and func is not torch.arange and kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+            return func(*args, **kwargs)
+
+    return MetaExceptArange()
+
+
+# A checkpoint's own config may describe at most twice the model its weights hold, plus this
+# (new class heads of a partial load): a small file cannot make load_model build a huge model.
+_CONFIG_SLACK_PARAMETERS = 1 << 24
+
+
+def _check_config_fits_weights(w: _Weights, where: str) -> None:
+    """Range-check the checkpoint's own config (nc, plain data, model size) before building it."""
+    if w.nc is not None and (isinstance(w.nc, bool) or not 1 <= w.nc <= MAX_CLASSES):
+        raise CheckpointError(f"{where}: invalid number of classes {str(w.nc)[:40]}")
+    if not isinstance(w.cfg, dict):
+        return
+    _check_plain_config(w.cfg, where)
+    stored = sum(t.numel() for t in w.state_dict.values())
+    needed = _count_parameters_of(w.cfg, w.nc, where)
+    if needed > 2 * stored + _CONFIG_SLACK_PARAMETERS:
+        raise CheckpointError(
+            f"{where}: the checkpoint's model config describes {needed} parameters but its weights hold "
+            f"{stored}: refusing to build it"
+        )
+
+
+def _build(cfg: dict[str, Any] | str | os.PathLike, nc: int | None, where: str) -> nn.Module:
     from yolov9k.models import build_model
 
     try:
@@ -331,7 +488,7 @@ def _build(cfg: dict[str, Any] | str | os.PathLike, nc: int | None) -> nn.Module
         raise
     except Exception as e:  # a broken yaml can fail anywhere in parsing: report it in one line
         what = "the checkpoint's model config" if isinstance(cfg, dict) else f"model config {cfg!r}"
-        raise ValueError(f"cannot build {what}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"{where}: cannot build {what}: {type(e).__name__}: {_one_line(str(e))}") from None
 
 
 def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], partial: bool, where: str) -> None:
@@ -377,21 +534,36 @@ def load_model(
     The EMA weights are used when the checkpoint has them (as the official loader does).
 
     Raises:
-        FileNotFoundError, UnsafeCheckpointError (foreign pickled global), ValueError (anything
-        that is not a loadable model checkpoint).
+        FileNotFoundError, PermissionError, IsADirectoryError: the path cannot be read.
+        UnsafeCheckpointError: the pickle names a foreign global (nothing from it is run).
+        ValueError (often its subclass CheckpointError): anything else that is not a loadable
+        model checkpoint -- corrupt (CRC-32), truncated, oversized or malformed files, configs out
+        of range -- always with a one-line message. See docs/reliability.md for the time and
+        memory a hostile file can take.
     """
-    if isinstance(source, str | os.PathLike):
-        where = str(source)
-        obj = _read_file(Path(source))
-    else:
-        where = "in-memory weights"
-        obj = source
+    where = str(source) if isinstance(source, str | os.PathLike) else "in-memory weights"
+    with _only_documented_errors(where):
+        return _load_model(source, where, num_classes, cfg, device, fuse)
+
+
+def _load_model(
+    source: str | os.PathLike | Mapping[str, Any] | OfficialCheckpoint,
+    where: str,
+    num_classes: int | None,
+    cfg: str | os.PathLike | dict[str, Any] | None,
+    device: str | torch.device,
+    fuse: bool,
+) -> nn.Module:
+    obj = _read_file(Path(source)) if isinstance(source, str | os.PathLike) else source
     w = _weights_from(obj, where)
-    if cfg is None:
-        cfg = w.cfg if w.cfg is not None else infer_config(w.state_dict, num_classes)
+    if cfg is None and w.cfg is not None:
+        _check_config_fits_weights(w, where)
+        cfg = w.cfg
+    elif cfg is None:
+        cfg = infer_config(w.state_dict, num_classes)
     ckpt_nc = w.nc or _nc_from_state_dict(w.state_dict)
     partial = num_classes is not None and ckpt_nc is not None and num_classes != ckpt_nc
-    model = _build(cfg, num_classes or ckpt_nc)
+    model = _build(cfg, num_classes or ckpt_nc, where)
     if w.fused or _looks_fused(w.state_dict):  # weights of a fused model: fuse first, then load
         model.fuse()
     _load_weights(model, w.state_dict, partial, where)

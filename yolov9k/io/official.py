@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from yolov9k.io.archive import CheckpointError
 from yolov9k.io.safe_pickle import Record, read_torch_zip
+from yolov9k.models.parse import MAX_CLASSES
 
 __all__ = ["OfficialCheckpoint", "read_official_checkpoint", "official_from_object", "module_state_dict"]
 
@@ -43,41 +45,113 @@ class OfficialCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _records(value: Any) -> dict[str, Any]:
+MAX_MODULE_DEPTH = 32  # official module trees are ~10 deep
+MAX_KEY_CHARS = 256  # official keys are ~40 characters
+# (key, tensor) pairs made over the whole walk: an official yolov9-e makes ~30k.
+MAX_WALK_ENTRIES = 500_000
+
+
+def _records(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"expected a dict of module members, found {type(value).__name__}")
+        raise CheckpointError(f"{where}: expected a dict of module members, found {type(value).__name__}")
     return value
+
+
+class _StateWalk:
+    """``nn.Module.state_dict()`` over pickled module records, visiting each record once.
+
+    A record referenced twice (a shared module) contributes its tensors under both prefixes, as in
+    torch, but its subtree is walked only once: a pickle of a few KB can reference one record
+    from many places (2**40 paths through 40 records). Cycles, trees deeper than
+    ``MAX_MODULE_DEPTH``, keys longer than ``MAX_KEY_CHARS`` and walks that would make more than
+    ``MAX_WALK_ENTRIES`` entries are refused, so time and memory stay bounded.
+    """
+
+    def __init__(self) -> None:
+        self.done: dict[int, list[tuple[str, torch.Tensor]]] = {}
+        self.active: set[int] = set()
+        self.made = 0
+
+    def entries(self, module: Any, path: str, depth: int) -> list[tuple[str, torch.Tensor]]:
+        """(key relative to ``module``, tensor) pairs of ``module`` and its children."""
+        where = path[:120] or "model"
+        if not isinstance(module, Record):
+            raise CheckpointError(f"{where} is a {type(module).__name__}, not a pickled module")
+        if id(module) in self.done:
+            return self.done[id(module)]
+        if id(module) in self.active:
+            raise CheckpointError(f"{where}: the pickled module tree contains itself (a cycle)")
+        if depth > MAX_MODULE_DEPTH:
+            raise CheckpointError(f"the pickled module tree is deeper than {MAX_MODULE_DEPTH} levels")
+        self.active.add(id(module))
+        out = self._own_tensors(module, where)
+        for name, child in _records(module.state.get("_modules"), where).items():
+            if child is None:
+                continue
+            if not isinstance(name, str):
+                raise CheckpointError(f"{where}: a child module is named by a {type(name).__name__}")
+            sub = self.entries(child, f"{path}{name}.", depth + 1)
+            self._count(len(sub))
+            if len(path) + len(name) + 1 + max((len(k) for k, _ in sub), default=0) > MAX_KEY_CHARS:
+                raise CheckpointError(f"{where}: state-dict keys longer than {MAX_KEY_CHARS} characters")
+            out.extend((f"{name}.{k}", v) for k, v in sub)
+        self.active.discard(id(module))
+        self.done[id(module)] = out
+        return out
+
+    def _count(self, n: int) -> None:
+        self.made += n
+        if self.made > MAX_WALK_ENTRIES:
+            raise CheckpointError(
+                f"the pickled module tree makes more than {MAX_WALK_ENTRIES} state-dict entries"
+            )
+
+    @staticmethod
+    def _own_tensors(module: Record, where: str) -> list[tuple[str, torch.Tensor]]:
+        """Parameters, then persistent buffers; ``None`` entries are skipped as torch does."""
+        state = module.state
+        non_persistent = state.get("_non_persistent_buffers_set") or set()
+        if not isinstance(non_persistent, set | frozenset | list | tuple | dict):
+            raise CheckpointError(f"{where}: malformed _non_persistent_buffers_set")
+        out = []
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in _records(state.get(kind), where).items():
+                if tensor is None or (kind == "_buffers" and name in non_persistent):
+                    continue
+                if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+                    raise CheckpointError(f"{where}: {kind} entry {str(name)[:60]!r} is not a named tensor")
+                if len(name) > MAX_KEY_CHARS:
+                    raise CheckpointError(f"{where}: a {kind} name is longer than {MAX_KEY_CHARS} characters")
+                out.append((name, tensor))
+        return out
 
 
 def module_state_dict(module: Record, prefix: str = "") -> OrderedDict[str, torch.Tensor]:
     """The ``state_dict()`` of a pickled module record: parameters, then persistent buffers, then
-    children (recursively, ``<child>.`` prefixed); ``None`` entries are skipped as torch does."""
-    if not isinstance(module, Record):
-        raise ValueError(f"{prefix or 'model'} is a {type(module).__name__}, not a pickled module")
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    state = module.state
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
-    for kind in ("_parameters", "_buffers"):
-        for name, tensor in _records(state.get(kind)).items():
-            if tensor is None or (kind == "_buffers" and name in non_persistent):
-                continue
-            if not isinstance(tensor, torch.Tensor):
-                raise ValueError(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor")
-            out[prefix + name] = tensor
-    for name, child in _records(state.get("_modules")).items():
-        if child is not None:
-            out.update(module_state_dict(child, f"{prefix}{name}."))
-    return out
+    children (recursively, ``<child>.`` prefixed); ``None`` entries are skipped as torch does.
+
+    Raises:
+        CheckpointError (a ValueError): not a module record, a cycle, a tree too deep or too large.
+    """
+    return OrderedDict((prefix + k, v) for k, v in _StateWalk().entries(module, prefix, 0))
 
 
 def _names(raw: Any, nc: int) -> dict[int, str]:
+    """Class names as {index: name}; names must be plain strings or numbers."""
     if isinstance(raw, dict):
-        return {int(k): str(v) for k, v in raw.items()}
-    if isinstance(raw, list | tuple):
-        return {i: str(v) for i, v in enumerate(raw)}
-    return {i: str(i) for i in range(nc)}
+        items = list(raw.items())
+    elif isinstance(raw, list | tuple):
+        items = list(enumerate(raw))
+    else:
+        return {i: str(i) for i in range(nc)}
+    if not all(isinstance(k, int | str) and isinstance(v, str | int | float) for k, v in items):
+        raise CheckpointError("the checkpoint's class names are not plain strings")
+    try:
+        return {int(k): str(v) for k, v in items}
+    except ValueError:
+        raise CheckpointError("the checkpoint's class names have non-integer indices") from None
 
 
 def official_from_object(ckpt: Any) -> OfficialCheckpoint:
@@ -97,9 +171,11 @@ def official_from_object(ckpt: Any) -> OfficialCheckpoint:
     if not isinstance(cfg, dict):
         raise ValueError(f"checkpoint['{source}'] has no parsed model config ('yaml' attribute)")
     nc = model.state.get("nc", cfg.get("nc"))
-    if not isinstance(nc, int) or nc < 1:
-        raise ValueError(f"checkpoint['{source}'] has an invalid number of classes: {nc!r}")
+    if not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
+        raise ValueError(f"checkpoint['{source}'] has an invalid number of classes: {str(nc)[:40]}")
     stride = model.state.get("stride")
+    if isinstance(stride, torch.Tensor) and (stride.numel() > 16 or not stride.is_floating_point()):
+        raise ValueError(f"checkpoint['{source}'] has malformed strides (shape {tuple(stride.shape)})")
     hyp = model.state.get("hyp")
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
     if isinstance(meta.get("opt"), Record):
@@ -123,4 +199,8 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
         UnsafeCheckpointError: the file references a global outside the allow-list.
         ValueError: not a torch checkpoint, or not an official model checkpoint.
     """
-    return official_from_object(read_torch_zip(path))
+    obj = read_torch_zip(path)
+    try:
+        return official_from_object(obj)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None

@@ -17,7 +17,9 @@ Any other global raises :class:`UnsafeCheckpointError` naming it, before anythin
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
+import io
 import pathlib
 import pickle
 import re
@@ -28,6 +30,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from yolov9k.io.archive import (
+    MAX_ENTRY_BYTES,
+    MAX_PICKLE_BYTES,
+    CheckpointError,
+    open_archive,
+    read_entry,
+)
 
 __all__ = ["UnsafeCheckpointError", "Record", "RestrictedUnpickler", "read_torch_zip", "is_torch_zip"]
 
@@ -44,6 +54,14 @@ class Record:
     """
 
     GLOBAL = "?"
+
+    def __new__(cls, *args: Any) -> Record:
+        # Pickles may create a Record without REDUCE or BUILD (NEWOBJ, copyreg._reconstructor):
+        # it still has (empty) arguments and state.
+        record = super().__new__(cls)
+        record.args = args
+        record.state = {}
+        return record
 
     def __init__(self, *args: Any) -> None:  # REDUCE-style construction: keep the arguments only
         self.args = args
@@ -110,6 +128,10 @@ _DTYPE_NAMES = frozenset(
 )
 
 
+# Tensors may repeat their storage's elements (stride 0, e.g. from expand()) up to this many elements.
+_MAX_REPEATED_VIEW = 1 << 20
+
+
 class StorageType:
     """What ``torch.<X>Storage`` resolves to: just the element dtype."""
 
@@ -137,9 +159,17 @@ def _rebuild_tensor(
     if not isinstance(storage, torch.Tensor):
         raise pickle.UnpicklingError(f"tensor rebuilt from a {type(storage).__name__}, not a storage")
     try:
-        return torch.as_strided(storage, tuple(size), tuple(stride), int(storage_offset))
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise pickle.UnpicklingError(f"invalid tensor layout in checkpoint: {e}") from None
+        view = torch.as_strided(storage, tuple(size), tuple(stride), int(storage_offset))
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise pickle.UnpicklingError(f"invalid tensor layout in checkpoint: {reason}") from None
+    # A view with more elements than its storage repeats them (stride 0): harmless here, but a
+    # later .float() or .clone() would allocate all of them. Only small ones are accepted.
+    if view.numel() > max(storage.numel(), _MAX_REPEATED_VIEW):
+        raise pickle.UnpicklingError(
+            f"tensor of shape {tuple(view.shape)} repeats a storage of {storage.numel()} elements"
+        )
+    return view
 
 
 def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = True, backward_hooks: Any = None, *_: Any):
@@ -182,6 +212,7 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
+    ("builtins", "object"): object,  # the base in copyreg._reconstructor records
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
@@ -200,12 +231,22 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+def _refuse_bytearray8(unpickler: pickle._Unpickler) -> None:
+    raise pickle.UnpicklingError("BYTEARRAY8 is not allowed in checkpoints")
+
+
+# The pure-Python unpickler, not the C one: the C unpickler grows its memo to a PUT opcode's index,
+# so 5 bytes (LONG_BINPUT 2**31) make it allocate and clear 16 GB; this one keeps a dict.
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickler that resolves globals only through the allow-list above.
 
     ``load_storage(dtype, key, numel)`` supplies the flat tensor for a persistent storage record
     ``('storage', storage_type, key, location, numel)``; storages are cached by key so views share.
+    Memory stays proportional to the pickle's size: BYTEARRAY8 (which allocates its declared
+    length before reading) is refused.
     """
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _refuse_bytearray8}
 
     def __init__(self, file: IO[bytes], load_storage: Callable[[torch.dtype, str, int], torch.Tensor]):
         super().__init__(file)
@@ -213,8 +254,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "__builtin__":  # protocol-2 pickles written by Python 2 naming
-            module = "builtins"
+        if self.proto < 3:  # protocol-2 pickles name globals as Python 2 did (copy_reg, __builtin__)
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualname = f"{module}.{name}"
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
@@ -257,13 +299,11 @@ def is_torch_zip(path: str | Path) -> bool:
         return False
 
 
-def _frombytes(raw: bytes, dtype: torch.dtype, numel: int, big_endian: bool) -> torch.Tensor:
+def _frombytes(data: bytearray, dtype: torch.dtype, big_endian: bool) -> torch.Tensor:
+    """The flat tensor over ``data`` (no copy), byte-swapped first if the archive is big-endian."""
     itemsize = torch.empty((), dtype=dtype).element_size()
-    if len(raw) != numel * itemsize:
-        raise pickle.UnpicklingError(f"storage holds {len(raw)} bytes, expected {numel} x {itemsize}")
-    if numel == 0:
+    if not data:
         return torch.empty(0, dtype=dtype)
-    data = bytearray(raw)  # writable copy: the tensor owns its memory
     if big_endian != (sys.byteorder == "big") and itemsize > 1:
         unit = itemsize // 2 if dtype.is_complex else itemsize
         swapped = torch.frombuffer(data, dtype=torch.uint8).view(-1, unit).flip(1).contiguous()
@@ -271,37 +311,74 @@ def _frombytes(raw: bytes, dtype: torch.dtype, numel: int, big_endian: bool) -> 
     return torch.frombuffer(data, dtype=dtype)
 
 
+def _describe(error: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:limit]}" if text else type(error).__name__
+
+
+class _TorchZip:
+    """A ``torch.save`` archive whose directory passed :func:`open_archive`, read entry by entry."""
+
+    def __init__(self, zf: zipfile.ZipFile, where: str) -> None:
+        self.zf, self.where = zf, where
+        pkls = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if len(pkls) != 1:
+            raise CheckpointError(f"{where} is a zip archive but not a torch.save checkpoint (no */data.pkl)")
+        self.prefix = pkls[0][: -len("data.pkl")]
+        order = (
+            bytes(self.read(self.prefix + "byteorder", 16)).strip() if self.has("byteorder") else b"little"
+        )
+        if order not in (b"little", b"big"):
+            raise CheckpointError(f"{where}: unknown byte order {order[:16]!r}")
+        self.big_endian = order == b"big"
+
+    def has(self, name: str) -> bool:
+        return self.prefix + name in self.zf.NameToInfo
+
+    def read(self, entry: str, limit: int = MAX_ENTRY_BYTES) -> bytearray:
+        return read_entry(self.zf, self.zf.getinfo(entry), self.where, limit)
+
+    def pickle_bytes(self) -> bytearray:
+        return self.read(self.prefix + "data.pkl", MAX_PICKLE_BYTES)
+
+    def load_storage(self, dtype: torch.dtype, key: str, numel: int) -> torch.Tensor:
+        """The storage ``data/<key>``; its declared size must be what the pickle says, checked before
+        anything is read."""
+        entry = f"{self.prefix}data/{key}"
+        info = self.zf.NameToInfo.get(entry)
+        if info is None:
+            raise pickle.UnpicklingError(f"storage entry {entry[:80]!r} is missing")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if info.file_size != numel * itemsize:
+            raise pickle.UnpicklingError(
+                f"storage {entry[:80]!r} holds {info.file_size} bytes, the pickle says {numel} x {itemsize}"
+            )
+        return _frombytes(self.read(entry), dtype, self.big_endian)
+
+
 def read_torch_zip(path: str | Path) -> Any:
     """Unpickle a ``torch.save`` zip archive with :class:`RestrictedUnpickler`; tensors on CPU.
 
+    The archive directory is checked first (:func:`~yolov9k.io.archive.open_archive`); the pickle
+    and each storage are read with their sizes checked before, and their CRC-32 after, reading.
+
     Raises:
         UnsafeCheckpointError: the pickle names a global outside the allow-list.
-        ValueError: not a torch zip archive, or a corrupt / truncated one.
+        ValueError: not a torch zip archive, or a corrupt, truncated or oversized one.
     """
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-            if len(pkls) != 1:
-                raise ValueError(f"{path} is a zip archive but not a torch.save checkpoint (no */data.pkl)")
-            prefix = pkls[0][: -len("data.pkl")]
-            order = zf.read(prefix + "byteorder").strip() if prefix + "byteorder" in names else b"little"
-            if order not in (b"little", b"big"):
-                raise ValueError(f"{path}: unknown byte order {order!r}")
-
-            def load_storage(dtype: torch.dtype, key: str, numel: int) -> torch.Tensor:
-                entry = f"{prefix}data/{key}"
-                if entry not in names:
-                    raise pickle.UnpicklingError(f"storage entry {entry} is missing")
-                return _frombytes(zf.read(entry), dtype, numel, order == b"big")
-
-            with zf.open(pkls[0]) as f:
-                return RestrictedUnpickler(f, load_storage).load()
-    except UnsafeCheckpointError:
+        with open_archive(path, str(path)) as zf:
+            archive = _TorchZip(zf, str(path))
+            data = archive.pickle_bytes()
+            return RestrictedUnpickler(io.BytesIO(data), archive.load_storage).load()
+    except (UnsafeCheckpointError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, zipfile.LargeZipFile) as e:
-        raise ValueError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {e}") from None
-    except (OSError, AttributeError, TypeError, IndexError, KeyError, RuntimeError) as e:
-        if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
-            raise
-        raise ValueError(f"{path} is not a readable torch checkpoint: {type(e).__name__}: {e}") from None
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (corrupt or truncated?): {_describe(e)}"
+        ) from None
+    except Exception as e:  # malformed pickles fail in many ways (TypeError, KeyError, struct.error, ...)
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint: malformed pickle: {_describe(e)}"
+        ) from None

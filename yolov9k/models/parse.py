@@ -19,9 +19,27 @@ from torch import nn
 from yolov9k.models import blocks as B
 from yolov9k.models.head import DDetect, DualDDetect
 
-__all__ = ["LayerSpec", "ModuleSpec", "REGISTRY", "make_activation", "parse_model", "validate_config"]
+__all__ = [
+    "MAX_CLASSES",
+    "LayerSpec",
+    "ModuleSpec",
+    "REGISTRY",
+    "make_activation",
+    "parse_model",
+    "validate_config",
+]
 
 INPUT = -1  # resolved source index meaning "the input image"
+
+# Range limits of a config, far above any real model (yolov9-e: 50 rows, repeats <= 2, widths
+# <= 1024), checked before anything is built: configs come from untrusted checkpoints too.
+MAX_CLASSES = 100_000
+MAX_LAYERS = 1_000
+MAX_REPEATS = 64  # a row's n x depth_multiple, and a block's inner repeats (RepNCSPELAN4 c5)
+MAX_BLOCKS = 4_096  # all rows' repeats x inner repeats
+MAX_INT_ARG = 1 << 16  # any integer among a row's args (widths, kernel sizes, ...)
+MAX_MULTIPLE = 16.0  # depth_multiple and width_multiple
+_INNER_REPEATS_ARG = {"RepNCSPELAN4": 3}  # index of the inner repeat count in a row's args
 
 
 @dataclass(frozen=True)
@@ -147,7 +165,43 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"layer {i}: args must be a list, got {args!r}")
     if REGISTRY[rows[-1][2]].kind != "detect":
         raise ValueError(f"the last layer must be a detection head, got {rows[-1][2]!r}")
+    _check_ranges(cfg, rows)
     return cfg
+
+
+def _check_ranges(cfg: dict[str, Any], rows: list[Any]) -> None:
+    """Refuse configs that would build absurdly large models (see the MAX_* limits)."""
+    nc = cfg["nc"]
+    if isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
+        raise ValueError(f"model config: nc must be an int in [1, {MAX_CLASSES}], got {str(nc)[:40]}")
+    for key in ("depth_multiple", "width_multiple"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_MULTIPLE:
+            raise ValueError(f"model config: {key} must be in (0, {MAX_MULTIPLE}], got {str(value)[:40]}")
+    if len(rows) > MAX_LAYERS:
+        raise ValueError(f"model config has {len(rows)} layers (at most {MAX_LAYERS})")
+    blocks = 0
+    for i, (_, n, module, args) in enumerate(rows):
+        repeats = max(round(n * cfg["depth_multiple"]), 1) if n > 1 else n
+        inner = (
+            args[_INNER_REPEATS_ARG[module]] if len(args) > _INNER_REPEATS_ARG.get(module, len(args)) else 1
+        )
+        for count in (n, repeats, inner):
+            if not isinstance(count, int) or not 1 <= count <= MAX_REPEATS:
+                raise ValueError(
+                    f"layer {i}: repeat counts must be ints in [1, {MAX_REPEATS}], got {count!r}"
+                )
+        blocks += repeats * inner
+        if _largest_int(args) > MAX_INT_ARG:
+            raise ValueError(f"layer {i}: an argument is larger than {MAX_INT_ARG}")
+    if blocks > MAX_BLOCKS:
+        raise ValueError(f"model config repeats {blocks} blocks (at most {MAX_BLOCKS})")
+
+
+def _largest_int(args: list[Any]) -> int:
+    """The largest absolute integer among ``args`` and the lists in them (one level deep)."""
+    flat = [b for a in args for b in (a if isinstance(a, list) else [a])]
+    return max((abs(a) for a in flat if isinstance(a, int)), default=0)
 
 
 def _resolve_arg(a: Any, names: dict[str, Any]) -> Any:

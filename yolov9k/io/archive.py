@@ -1,0 +1,147 @@
+"""Bounded, CRC-checked reading of ``torch.save`` zip archives.
+
+A zip's central directory declares every entry's size and CRC-32. Before anything is decompressed
+or unpickled, :func:`check_archive` refuses directories that promise more than the file can honestly
+hold (a decompression bomb, overlapping entries, absurd sizes); :func:`read_entry` and
+:func:`verify_crcs` read entries in bounded chunks and refuse any whose bytes do not match their CRC
+(bit rot), naming the entry. Every refusal is a :class:`CheckpointError` (a ``ValueError``) with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from typing import IO
+
+__all__ = [
+    "CheckpointError",
+    "MAX_ENTRIES",
+    "MAX_ENTRY_BYTES",
+    "MAX_PICKLE_BYTES",
+    "EXPANSION_SLACK",
+    "check_archive",
+    "open_archive",
+    "read_entry",
+    "verify_crcs",
+]
+
+MAX_ENTRIES = 100_000  # one per tensor storage: a yolov9-e training checkpoint has a few thousand
+MAX_ENTRY_BYTES = 1 << 30  # no YOLOv9 tensor storage comes near (the largest is ~40 MB in fp32)
+# The pickle itself: its objects can take ~30x its size in memory, so keep it small (official
+# yolov9-e pickles are ~1 MB).
+MAX_PICKLE_BYTES = 16 << 20
+# Entries may expand to at most the file's own size plus this: torch.save stores entries
+# uncompressed, so only a re-zipped (deflated) file uses any of it.
+EXPANSION_SLACK = 64 << 20
+_CHUNK = 1 << 20
+
+
+class CheckpointError(ValueError):
+    """The file is not a well-formed checkpoint (corrupt, truncated, oversized or malformed)."""
+
+
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def open_archive(path: str | os.PathLike, where: str) -> zipfile.ZipFile:
+    """Open ``path`` as a zip whose directory passed :func:`check_archive`. The entry count is read
+    from the end record first: parsing a directory of millions of entries would itself cost GBs."""
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        end_record = getattr(zipfile, "_EndRecData", lambda _: None)(f)  # private: skip if it goes
+    if end_record is not None and end_record[zipfile._ECD_ENTRIES_TOTAL] > MAX_ENTRIES:
+        count = end_record[zipfile._ECD_ENTRIES_TOTAL]
+        raise CheckpointError(f"{where}: archive lists {count} entries (more than {MAX_ENTRIES})")
+    zf = zipfile.ZipFile(path)
+    try:
+        check_archive(zf, file_size, where)
+    except BaseException:
+        zf.close()
+        raise
+    return zf
+
+
+def check_archive(zf: zipfile.ZipFile, file_size: int, where: str) -> None:
+    """Refuse a directory that lists too many, duplicate, encrypted, oddly compressed or oversized
+    entries, or whose entries together expand past ``file_size + EXPANSION_SLACK`` bytes."""
+    infos = zf.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise CheckpointError(f"{where}: archive lists {len(infos)} entries (more than {MAX_ENTRIES})")
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name in seen:
+            raise CheckpointError(f"{where}: archive lists the entry {name[:80]!r} twice")
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"{where}: archive entry {name[:80]!r} is encrypted")
+        if info.compress_type not in _METHODS:
+            raise CheckpointError(
+                f"{where}: archive entry {name[:80]!r} uses compression {info.compress_type}"
+            )
+        if info.file_size > MAX_ENTRY_BYTES:
+            raise CheckpointError(
+                f"{where}: archive entry {name[:80]!r} declares {info.file_size} bytes "
+                f"(the limit is {MAX_ENTRY_BYTES})"
+            )
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise CheckpointError(f"{where}: archive entry {name[:80]!r} has inconsistent sizes")
+        total += info.file_size
+    if total > file_size + EXPANSION_SLACK:
+        raise CheckpointError(
+            f"{where}: archive entries expand to {total} bytes from a {file_size}-byte file "
+            "(a decompression bomb?): refusing to read it"
+        )
+
+
+def _copy_entry(src: IO[bytes], out: memoryview | None, size: int) -> int:
+    """Read exactly ``size`` bytes from ``src`` (into ``out`` if given) and return their CRC-32."""
+    crc, done = 0, 0
+    while done < size:
+        chunk = src.read(min(_CHUNK, size - done))
+        if not chunk:
+            raise CheckpointError(f"entry ends after {done} of its {size} bytes")
+        crc = zlib.crc32(chunk, crc)
+        if out is not None:
+            out[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    return crc
+
+
+def _read_checked(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: memoryview | None, where: str) -> None:
+    try:
+        with zf.open(info) as src:
+            crc = _copy_entry(src, out, info.file_size)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as e:
+        if isinstance(e, PermissionError):
+            raise
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(f"{where}: archive entry {info.filename[:80]!r} is corrupt: {reason}") from None
+    if crc != info.CRC:
+        raise CheckpointError(
+            f"{where}: archive entry {info.filename[:80]!r} is corrupt (CRC-32 mismatch: bit rot or a "
+            "damaged copy)"
+        )
+
+
+def read_entry(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, limit: int = MAX_ENTRY_BYTES
+) -> bytearray:
+    """The bytes of one entry, CRC-checked; at most ``limit`` bytes are allocated, before reading."""
+    if info.file_size > limit:
+        raise CheckpointError(
+            f"{where}: archive entry {info.filename[:80]!r} declares {info.file_size} bytes "
+            f"(the limit for it is {limit})"
+        )
+    data = bytearray(info.file_size)
+    _read_checked(zf, info, memoryview(data), where)
+    return data
+
+
+def verify_crcs(zf: zipfile.ZipFile, where: str) -> None:
+    """Read every entry in bounded chunks and refuse the first whose CRC-32 does not match."""
+    for info in zf.infolist():
+        _read_checked(zf, info, None, where)
