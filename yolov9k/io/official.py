@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from yolov9k.io.archive import CheckpointError
+from yolov9k.io.limits import MAX_CLASSES
 from yolov9k.io.safe_pickle import Record, read_torch_zip
-from yolov9k.models.parse import MAX_CLASSES
 
 __all__ = ["OfficialCheckpoint", "read_official_checkpoint", "official_from_object", "module_state_dict"]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from yolov9k.io.limits import MAX_CLASSES
 from yolov9k.models import blocks as B
 from yolov9k.models.head import DDetect, DualDDetect
 
@@ -33,7 +34,6 @@ INPUT = -1  # resolved source index meaning "the input image"
 
 # Range limits of a config, far above any real model (yolov9-e: 50 rows, repeats <= 2, widths
 # <= 1024), checked before anything is built: configs come from untrusted checkpoints too.
-MAX_CLASSES = 100_000
 MAX_LAYERS = 1_000
 MAX_REPEATS = 64  # a row's n x depth_multiple, and a block's inner repeats (RepNCSPELAN4 c5)
 MAX_BLOCKS = 4_096  # all rows' repeats x inner repeats
