@@ -32,6 +32,7 @@ from yolov9k.io.archive import CheckpointError, open_archive, verify_crcs
 from yolov9k.io.files import atomic_output
 from yolov9k.io.official import OfficialCheckpoint, official_from_object
 from yolov9k.io.safe_pickle import Record, UnsafeCheckpointError, is_torch_zip, read_torch_zip
+from yolov9k.models import MODELS, build_model, load_config
 from yolov9k.models.parse import MAX_CLASSES
 
 __all__ = [
@@ -359,8 +360,6 @@ def _nc_from_state_dict(sd: Mapping[str, torch.Tensor]) -> int | None:
 
 @functools.lru_cache(maxsize=32)
 def _zoo_layer_count(name: str) -> int:
-    from yolov9k.models import load_config
-
     cfg = load_config(name)
     return len(cfg["backbone"]) + len(cfg["head"])
 
@@ -369,8 +368,6 @@ def _zoo_layer_count(name: str) -> int:
 def _signature_of_zoo_model(name: str, nc: int, fused: bool) -> dict[str, tuple[int, ...]]:
     """Parameter names -> shapes of a zoo model (built on CPU: the meta device is slower here,
     its first use pulls in torch's decompositions)."""
-    from yolov9k.models import build_model
-
     model = build_model(name, num_classes=nc)
     if fused:
         model.fuse()
@@ -383,8 +380,6 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None
     Raises:
         ValueError: no zoo config (or more than one) matches.
     """
-    from yolov9k.models import MODELS
-
     sd = _clean_keys(state_dict)
     nc = num_classes or _nc_from_state_dict(sd)
     if nc is None:
@@ -480,8 +475,6 @@ def _check_config_fits_weights(w: _Weights, where: str) -> None:
 
 
 def _build(cfg: dict[str, Any] | str | os.PathLike, nc: int | None, where: str) -> nn.Module:
-    from yolov9k.models import build_model
-
     try:
         return build_model(cfg, num_classes=nc)
     except (FileNotFoundError, MemoryError):
