@@ -55,6 +55,7 @@ from yolov9k.engine.optim import (
     set_epoch_lr,
     warmup_iterations,
 )
+from yolov9k.engine.plots import plot_batch, plot_results
 from yolov9k.engine.validate import validate
 from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
@@ -589,8 +590,6 @@ class Trainer:
                 self.optimizer_step(ni)
                 pending = 0
             if epoch == self.start_epoch and i < 3 and self.is_main and a["plots"]:
-                from yolov9k.engine.plots import plot_batch
-
                 plot_batch(imgs, targets, self.save_dir / f"train_batch{i}.jpg", self.names)
             self.batch_i, self.batch_size_now, self.mloss = i, imgs.shape[0], mloss
             progress.update(i, mloss, targets.shape[0], imgs.shape[-1])
@@ -762,8 +761,6 @@ class Trainer:
                     plots_dir=self.save_dir if a["plots"] else None,
                 )  # fmt: skip
             if a["plots"]:
-                from yolov9k.engine.plots import plot_results
-
                 plot_results(self.csv)
             summary.update(
                 metrics={k: v for k, v in metrics.items() if k not in ("pr_curve", "confusion_matrix")},

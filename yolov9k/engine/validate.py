@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from yolov9k.data.geometry import scale_boxes
+from yolov9k.engine.plots import plot_batch
 from yolov9k.metrics import ConfusionMatrix, DetectionEvaluator, fitness, plot_pr_curve
 from yolov9k.ops.boxes import xywh2xyxy
 from yolov9k.ops.nms import postprocess
@@ -162,8 +163,6 @@ def validate(
         if on_batch is not None:
             on_batch(list(files), preds_o)
         if plots_dir is not None and bi < 3:
-            from yolov9k.engine.plots import plot_batch
-
             plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_labels.jpg", names)
             plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_pred.jpg", names, preds=dets)
         n_batches += 1
