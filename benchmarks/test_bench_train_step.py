@@ -1,5 +1,7 @@
 """One training step (forward + loss + backward + optimizer step) of gelan-t and yolov9-t on CPU,
-with our kernels (``auto``: the C++ assigner) and with the PyTorch references only (``torch``).
+with our kernels (``auto``: the C++ assigner) and with the PyTorch references only (``torch``), in
+the default (NCHW) memory layout and in ``channels_last`` (NHWC, the trainer's ``channels_last``
+option: model and inputs).
 
 Full: batch 8, imgsz 320; ``YOLOV9K_BENCH_QUICK=1``: batch 2, imgsz 128.
 """
@@ -19,14 +21,18 @@ BATCH = pick(8, 2)
 IMGSZ = pick(320, 128)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("model_name", ["gelan-t", "yolov9-t"])
-def test_train_step_cpu(benchmark, model_name, backend):
+def test_train_step_cpu(benchmark, model_name, backend, layout):
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=80).train()
+    x = torch.rand(BATCH, 3, IMGSZ, IMGSZ)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = DetectionLoss(model)
     opt = build_optimizer(model, "SGD", lr=0.01, momentum=0.937, weight_decay=5e-4)
-    x = torch.rand(BATCH, 3, IMGSZ, IMGSZ)
     g = torch.Generator().manual_seed(0)
     n = 4 * BATCH
     targets = torch.cat(
@@ -45,7 +51,7 @@ def test_train_step_cpu(benchmark, model_name, backend):
 
     benchmark.group = f"train step cpu {model_name} B={BATCH} {IMGSZ}px"
     benchmark.extra_info.update(
-        device=device_name("cpu"), batch=BATCH, imgsz=IMGSZ, dtype="float32", backend=backend
+        device=device_name("cpu"), batch=BATCH, imgsz=IMGSZ, dtype="float32", backend=backend, layout=layout
     )
     loss = benchmark.pedantic(step, rounds=pick(3, 2), warmup_rounds=1, iterations=1)
     assert loss == loss  # finite step ran
