@@ -232,6 +232,30 @@ def test_deflate_bomb_is_refused_before_reading(tmp_path: Path) -> None:
         _assert_one_line(err.value, path.name)
 
 
+@pytest.mark.parametrize(
+    ("lie", "message"),
+    [
+        ("duplicate", "twice"),
+        ("stored size", "inconsistent sizes"),
+        ("method", "uses compression 12"),
+        ("huge entry", "declares 2147483648 bytes"),
+    ],
+)
+def test_directory_lies_are_refused(tmp_path: Path, lie: str, message: str) -> None:
+    entries = [Entry("archive/data.pkl", b"\x80\x02}q\x00."), Entry("archive/version", b"3\n")]
+    extra = {
+        "duplicate": Entry("archive/version", b"3\n"),
+        "stored size": Entry("archive/data/0", bytes(16), size=1 << 20),
+        "method": Entry("archive/data/0", bytes(16), method=12),
+        "huge entry": Entry("archive/data/0", deflated_zeros(1), DEFLATED, size=1 << 31),
+    }[lie]
+    path = write_zip(tmp_path / "lie.pt", [*entries, extra])
+    for reader in (load_model, read_torch_zip):
+        with pytest.raises(CheckpointError, match=message) as err:
+            reader(path)
+        _assert_one_line(err.value, path.name)
+
+
 def test_entry_count_is_checked_before_the_directory_is_parsed(tmp_path: Path, monkeypatch) -> None:
     path = write_zip(tmp_path / "many.pt", [Entry(f"archive/{i}", b"") for i in range(5)])
     monkeypatch.setattr(archive, "MAX_ENTRIES", 4)
@@ -240,6 +264,19 @@ def test_entry_count_is_checked_before_the_directory_is_parsed(tmp_path: Path, m
         with pytest.raises(CheckpointError, match="lists 5 entries") as err:
             reader(path)
         _assert_one_line(err.value, path.name)
+
+
+def test_oversized_pickle_is_refused_before_unpickling(tmp_path: Path) -> None:
+    """A pickle of tiny objects costs ~2 s per MiB to unpickle: larger than the limit is refused."""
+    n = archive.MAX_PICKLE_BYTES // 2
+    pkl = b"\x80\x02]" + b"]a" * n + b"."  # a list of n empty lists
+    path = write_zip(tmp_path / "big.pt", [Entry("archive/data.pkl", pkl), Entry("archive/version", b"3\n")])
+    start = time.perf_counter()
+    for reader in (load_model, read_torch_zip):
+        with pytest.raises(CheckpointError, match=f"has {len(pkl)} bytes") as err:
+            reader(path)
+        _assert_one_line(err.value, path.name)
+    assert time.perf_counter() - start < 2.0
 
 
 def _legacy_bomb(path: Path) -> Path:

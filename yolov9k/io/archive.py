@@ -29,9 +29,10 @@ __all__ = [
 
 MAX_ENTRIES = 100_000  # one per tensor storage: a yolov9-e training checkpoint has a few thousand
 MAX_ENTRY_BYTES = 1 << 30  # no YOLOv9 tensor storage comes near (the largest is ~40 MB in fp32)
-# The pickle itself: its objects can take ~30x its size in memory, so keep it small (official
-# yolov9-e pickles are ~1 MB).
-MAX_PICKLE_BYTES = 16 << 20
+# The pickle itself: unpickling costs ~2 s and ~90 MB per MiB of hostile pickle (tiny objects, on
+# a busy 2-core machine; torch's weights-only unpickler takes twice as long). A yolov9-e pickled
+# as a module tree with its EMA is ~1.1 MB; our yolov9-e checkpoint with EMA and optimizer ~0.8 MB.
+MAX_PICKLE_BYTES = 4 << 20
 # Entries may expand to at most the file's own size plus this: torch.save stores entries
 # uncompressed, so only a re-zipped (deflated) file uses any of it.
 EXPANSION_SLACK = 64 << 20
@@ -86,6 +87,11 @@ def check_archive(zf: zipfile.ZipFile, file_size: int, where: str) -> None:
             raise CheckpointError(
                 f"{where}: archive entry {name[:80]!r} declares {info.file_size} bytes "
                 f"(the limit is {MAX_ENTRY_BYTES})"
+            )
+        if name.endswith("/data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"{where}: the pickle {name[:80]!r} has {info.file_size} bytes "
+                f"(the limit is {MAX_PICKLE_BYTES})"
             )
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise CheckpointError(f"{where}: archive entry {name[:80]!r} has inconsistent sizes")
