@@ -35,9 +35,7 @@ LAYERS: dict[str, int] = {
 }
 
 # (importing part, imported part): why the arrow may point up. Keep this short.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("yolov9k.ops", "yolov9k.models"): "deprecated alias yolov9k.ops.accelerate (module __getattr__)",
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

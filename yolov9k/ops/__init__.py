@@ -6,8 +6,6 @@ rules and ``YOLOV9K_BACKEND`` to force one.
 
 from __future__ import annotations
 
-import warnings
-
 from yolov9k.ops import boxes
 from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, triton_importable, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
@@ -48,16 +46,3 @@ def backend_info() -> dict[str, object]:
         "ops_cpu": backends("cpu"),
         **({"ops_cuda": backends("cuda")} if torch.cuda.is_available() else {}),
     }
-
-
-def __getattr__(name: str):
-    """``yolov9k.ops.accelerate``: moved to ``yolov9k.models.accelerate`` (it rewrites models); this
-    alias keeps older code working and is the one allowed upward import (tests/test_layers.py)."""
-    if name == "accelerate":
-        warnings.warn(
-            "yolov9k.ops.accelerate moved to yolov9k.models.accelerate", DeprecationWarning, stacklevel=2
-        )
-        from yolov9k.models.accelerate import accelerate
-
-        return accelerate
-    raise AttributeError(f"module 'yolov9k.ops' has no attribute {name!r}")
