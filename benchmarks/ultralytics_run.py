@@ -91,6 +91,8 @@ class EpochClock:
         self.cur["tail"] = self.t_train_end - self.t_last  # the loader's StopIteration, epoch bookkeeping
 
     def fit_epoch_end(self, trainer) -> None:
+        if not self.cur:  # ultralytics calls it again after the final validation of best.pt
+            return
         now = time.perf_counter()
         self.cur["val_save"] = now - self.t_train_end
         self.cur["wall"] = now - self.t_start
@@ -99,6 +101,7 @@ class EpochClock:
         m = metrics.get("metrics/mAP50(B)")
         self.cur["map50"] = float(m) if m is not None else None
         self.epochs.append(self.cur)
+        self.cur = {}
 
     def attach(self, model) -> None:
         for event, fn in (
