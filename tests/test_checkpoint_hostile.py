@@ -385,6 +385,31 @@ def test_tiny_pickles(tmp_path: Path, data: bytes) -> None:
     _assert_one_line(err.value, path.name)
 
 
+class _RebuildV3WithoutArguments:
+    """torch.load (weights-only) lets this global through, then raises TypeError calling it."""
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v3, ("x",))
+
+
+def test_errors_inside_torch_load_are_converted(tmp_path: Path) -> None:
+    path = torch_archive(tmp_path / "v3.pt", {"format": "yolov9k", "w": _RebuildV3WithoutArguments()})
+    with pytest.raises(TypeError):
+        torch.load(path, weights_only=True)
+    for reader in (load_model, load_checkpoint):
+        with pytest.raises(CheckpointError, match="_rebuild_tensor_v3") as err:
+            reader(path)
+        _assert_one_line(err.value, path.name)
+
+
+def test_class_names_must_be_plain(tmp_path: Path, ours: Path) -> None:
+    ckpt = torch.load(ours, weights_only=True)
+    torch.save({**ckpt, "names": {i: [[str(i)]] for i in range(80)}}, tmp_path / "names.pt")
+    with pytest.raises(CheckpointError, match="class names") as err:
+        load_model(tmp_path / "names.pt")
+    _assert_one_line(err.value, "names.pt")
+
+
 def test_huge_memo_index_is_not_a_memory_bomb(tmp_path: Path) -> None:
     """LONG_BINPUT 2**31 made the C unpickler allocate and clear a 16 GB memo."""
     pkl = b"\x80\x02}r\x00\x00\x00\x80."  # EMPTY_DICT, LONG_BINPUT 2**31, STOP

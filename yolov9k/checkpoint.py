@@ -330,7 +330,7 @@ def _weights_from(obj: Any, where: str) -> _Weights:
     elif _is_ours(obj):
         ck = _check_ours(obj, where)
         sd = ck.get("ema") if _is_state_dict(ck.get("ema")) else ck["state_dict"]
-        names = dict(ck["names"]) if ck.get("names") else None
+        names = _class_names(ck["names"], where) if ck.get("names") else None
         fused = bool(ck.get("fused"))
         return _Weights(_clean_keys(sd), ck["cfg"], ck["nc"], names, ck.get("stride"), fused)
     elif _is_state_dict(obj):
@@ -347,6 +347,15 @@ def _weights_from(obj: Any, where: str) -> _Weights:
         raise ValueError(f"{where}: cannot load a model from a {type(obj).__name__}")
     stride = off.stride.tolist() if off.stride is not None else None
     return _Weights(dict(off.state_dict), off.cfg, off.nc, off.names, stride)
+
+
+def _class_names(raw: Any, where: str) -> dict[int, str]:
+    """Our checkpoints' ``names``: a dict of int -> str, as save_checkpoint writes it."""
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, int) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise CheckpointError(f"{where}: the class names are not a dict of int -> str")
+    return dict(raw)
 
 
 _HEAD_CLS = re.compile(r"model\.(\d+)\.cv3\.0\.2\.weight")
