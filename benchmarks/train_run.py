@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-plots", action="store_true", help="plots=False (default: the trainer's, True)")
     p.add_argument("--no-val", action="store_true", help="val=False: validate after the last epoch only")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads before the loaders fork")
     p.add_argument("--project", default=None, help="run folder parent (default: a temporary folder)")
     p.add_argument("--out", default=None, help="write the timing JSON here")
     p.add_argument("--quiet", action="store_true")
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cv2_threads is not None:
+        import cv2
+
+        cv2.setNumThreads(args.cv2_threads)
     overrides: dict = dict(
         model=args.model, data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         nbs=args.nbs, warmup_epochs=args.warmup_epochs, device="cpu", exist_ok=True, name="bench",
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loader_workers": int(trainer.train_loader.num_workers),
         "env": {
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_model(),
+            "cv2_threads": args.cv2_threads,
             "cpus": os.cpu_count(), "python": platform.python_version(), "commit": _commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "load_before": load_before,
