@@ -7,7 +7,13 @@ train / val / predict / export entry points (imported lazily: they pull in data 
 from __future__ import annotations
 
 from yolov9k import ops
-from yolov9k.checkpoint import UnsafeCheckpointError, load_checkpoint, load_model, save_checkpoint
+from yolov9k.checkpoint import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from yolov9k.loss import DetectionLoss
 from yolov9k.models import MODELS, DetectionModel, build_model, load_config, model_info, reparameterize
 from yolov9k.version import __version__
@@ -32,6 +38,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "MODELS",
+    "CheckpointError",
     "UnsafeCheckpointError",
     "DetectionLoss",
     "DetectionModel",
