@@ -77,6 +77,13 @@ def test_split_without_boxes_is_refused_before_a_run_folder_exists(tiny_data, tm
     assert not project.exists()  # validation ran before the run folder was made
 
 
+def test_val_of_a_split_without_boxes_is_refused(tiny_data, tmp_path, capsys):
+    data = _copy_set(tiny_data, tmp_path / "nolabels", drop_labels=True)
+    args = ["val", "--model", "gelan-t", "--data", str(data), "--project", str(tmp_path / "runs")]
+    assert main([*args, "--device", "cpu", "--imgsz", "64", "--workers", "0"]) == 1
+    _one_line_error(capsys, "val split has no boxes at all", "missing 4")
+
+
 def test_background_only_trains_with_a_loud_warning(tiny_data, tmp_path, caplog):
     data = _copy_set(tiny_data, tmp_path / "bg", drop_labels=True)
     with caplog.at_level("WARNING", logger="yolov9k"):

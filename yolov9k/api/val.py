@@ -165,6 +165,11 @@ def val(
 
     samples, stats = load_split(cfg, split, f"dataset {data!r}")
     LOGGER.info("%s: %s", split, stats.summary())
+    if stats.boxes == 0:  # every metric would be 0 without saying why
+        raise ValueError(
+            f"dataset {data!r}: the {split} split has no boxes at all ({stats.summary()}); mAP needs "
+            "labels: labels/ beside images/ (images/x.jpg -> labels/x.txt) or the split's COCO json"
+        )
     dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
     loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
     save_dir = run_dir(project, "val", name)
