@@ -3,7 +3,9 @@ so Triton kernels run on CPU tensors here (see docs/building.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -49,3 +51,22 @@ def fixtures_dir() -> Path:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch on one intra-op thread. On a shared 2-core machine OpenMP spinning makes the many small
+    ops of these tests (small convs, the references' loops) 10-30x slower on two threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """``single_thread`` for a whole module: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with single_thread():
+        yield

@@ -13,15 +13,9 @@ import torch
 
 from yolov9k.cli import VERBS, main
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMGSZ = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from yolov9k.api.convert import convert
 from yolov9k.checkpoint import load_model
 from yolov9k.models import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

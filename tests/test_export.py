@@ -15,17 +15,11 @@ from yolov9k.checkpoint import save_checkpoint
 from yolov9k.models import build_model
 from yolov9k.ops import postprocess
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ort = pytest.importorskip("onnxruntime")
 IMGSZ = 96
 NMS_OUTPUTS = ["num_dets", "det_boxes", "det_scores", "det_classes"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,16 @@ from yolov9k.engine import ConfigError, Trainer, train
 from yolov9k.engine.config import parse_cli_overrides, resolve_config
 from yolov9k.io.files import atomic_output, disk_full_error, remove_stale_temp_files
 
-pytestmark = pytest.mark.filterwarnings("ignore:model 'gelan-t' is a zoo name")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:model 'gelan-t' is a zoo name"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 # one tiny epoch: 8 train images of 64 px, 4 batches of 2
 TINY = dict(
     model="gelan-t", epochs=1, imgsz=64, batch=2, workers=0, device="cpu", plots=False, val=False,
     deterministic=True, seed=0, close_mosaic=0, verbose=False,
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import single_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,18 +23,6 @@ from yolov9k.ops.nms import (
     postprocess_fixed,
     postprocess_reference,
 )
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """The references launch hundreds of small ops; on a loaded 2-core machine intra-op threads
-    slow them down 10-20x, so they run on one thread here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def reference(pred: torch.Tensor, *args, **kwargs) -> list[torch.Tensor]:

@@ -16,15 +16,9 @@ from yolov9k.api.sources import collect_sources
 from yolov9k.data import generate_demo_dataset, read_image
 from yolov9k.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMGSZ = 96
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP spinning makes small convs 30x slower
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

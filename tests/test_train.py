@@ -25,6 +25,8 @@ from yolov9k.engine.optim import (
 from yolov9k.loss import DetectionLoss
 from yolov9k.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # a tiny, fast run: accumulate 1 (nbs = batch), no warm-up and a higher lr so that the weights move from the
 # first step, and no augmentation so that both epochs see the same images (the loss must fall within 8 steps)
 NO_AUG = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, translate=0.0, scale=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0)
@@ -32,15 +34,6 @@ TINY = dict(
     model="gelan-t", epochs=2, imgsz=64, batch=4, workers=0, device="cpu", nbs=4, warmup_epochs=0.0, lr0=0.05,
     **NO_AUG,
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run single-threaded: on a shared 2-core machine OpenMP spinning makes multi-thread runs crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

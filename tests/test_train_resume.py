@@ -10,6 +10,8 @@ import torch
 from yolov9k.checkpoint import load_checkpoint
 from yolov9k.engine import ConfigError, Trainer, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # 2 epochs of 4 batches; warm-up on (100 iterations: the resumed epoch is still inside it) and
 # accumulation 2, so the LR/momentum/accumulation position and last_opt_step must all be restored
 RUN = dict(
@@ -20,14 +22,6 @@ RUN = dict(
 
 class Killed(Exception):
     """Stands in for a kill after the epoch's checkpoint was written."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

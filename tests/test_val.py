@@ -16,15 +16,9 @@ from yolov9k.checkpoint import save_checkpoint
 from yolov9k.data import generate_demo_dataset
 from yolov9k.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMGSZ = 96
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
