@@ -18,9 +18,9 @@ import torch
 
 from yolov9k import ops
 from yolov9k.api.options import POSITIVE, Option, check_options, optional_str, parse_bool
-from yolov9k.api.runtime import select_device
 from yolov9k.models import build_model
 from yolov9k.ops import BACKENDS, BackendUnavailableError, _dispatch, use_backend
+from yolov9k.runtime import select_device
 
 __all__ = ["bench", "format_bench", "CASES", "OPTIONS"]
 

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from yolov9k.api.options import MODEL, POSITIVE, UNIT, Option, check_options, optional_str, parse_bool
-from yolov9k.api.runtime import LOGGER, resolve_model, select_device, to_inference_model
+from yolov9k.api.runtime import LOGGER, resolve_model, to_inference_model
 from yolov9k.io.files import atomic_output, check_output_file
 from yolov9k.ops import batched_nms
+from yolov9k.runtime import select_device
 
 __all__ = ["export", "EfficientNMS", "FORMATS", "OPTIONS"]
 

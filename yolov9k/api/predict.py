@@ -37,12 +37,13 @@ from yolov9k.api.options import (
     optional_str,
     parse_bool,
 )
-from yolov9k.api.runtime import LOGGER, resolve_model, run_dir, select_device
+from yolov9k.api.runtime import LOGGER, resolve_model
 from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
 from yolov9k.data.splits import round_imgsz
 from yolov9k.io.files import disk_full_error
 from yolov9k.ops import postprocess
+from yolov9k.runtime import run_dir, select_device
 
 __all__ = ["predict", "prepare_image", "to_original", "PredictResults", "OPTIONS"]
 

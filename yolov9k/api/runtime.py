@@ -1,7 +1,6 @@
 """What every user-facing verb needs: a model from a model argument, ready for inference.
 
-``select_device``, ``run_dir`` and ``default_project`` live in ``yolov9k.runtime`` (training uses them
-too) and are re-exported here.
+Devices and run folders are ``yolov9k.runtime``'s (training uses them too).
 """
 
 from __future__ import annotations
@@ -17,17 +16,8 @@ from torch import nn
 
 from yolov9k.checkpoint import load_model
 from yolov9k.models import MODELS, build_model, reparameterize
-from yolov9k.runtime import default_project, run_dir, select_device
 
-__all__ = [
-    "select_device",
-    "check_model_arg",
-    "resolve_model",
-    "run_dir",
-    "default_project",
-    "to_inference_model",
-    "LOGGER",
-]
+__all__ = ["check_model_arg", "resolve_model", "to_inference_model", "LOGGER"]
 
 LOGGER = logging.getLogger("yolov9k")
 

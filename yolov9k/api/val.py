@@ -31,11 +31,12 @@ from yolov9k.api.options import (
     optional_str,
     parse_bool,
 )
-from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model, run_dir, select_device
+from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model
 from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
 from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine.validate import validate
 from yolov9k.metrics import to_coco_json
+from yolov9k.runtime import run_dir, select_device
 
 __all__ = ["val", "format_table", "OPTIONS"]
 
