@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -315,6 +316,10 @@ print(json.dumps(status("VmHWM:") - before))
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="ASan (.ci/sanitize.sh) inflates the resident set; the plain test run checks this bound",
+)
 @pytest.mark.parametrize("n_classes", [1, 80])
 def test_reference_nms_memory_is_linear(n_classes):
     """The reference used to keep one tensor per kept box alive (2e4 boxes: 1.5 GB); now it must
