@@ -3,20 +3,16 @@
 A few optimizer steps of the same tiny run, once per path: the per-step loss items [box, cls, dfl]
 must agree to float tolerance, and the saved checkpoint stays the plain model (NCHW, plain classes).
 Paths: backend ``auto`` (the C++ assigner on CPU) vs ``torch`` (PyTorch references only), and
-``channels_last`` (NHWC model and inputs) vs the default layout. Also: on CPU the loader workers
-leave torch's threads their cores.
+``channels_last`` (NHWC model and inputs) vs the default layout.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 from yolov9k.checkpoint import load_checkpoint, load_model
 from yolov9k.engine import Trainer
-from yolov9k.engine.distributed import DistInfo
 from yolov9k.models import build_model
 from yolov9k.ops import use_backend
 
@@ -80,24 +76,3 @@ def test_channels_last_gives_the_reference_losses_and_a_plain_checkpoint(tiny_da
     plain = build_model("gelan-t", num_classes=5).state_dict()
     assert list(ckpt["state_dict"]) == list(plain)  # the plain model's keys: no wrapper prefixes
     assert type(load_model(summary["last"])).__name__ == "DetectionModel"
-
-
-@pytest.mark.parametrize(
-    "cpus, threads, workers, expected",
-    [(2, 2, 8, 0), (2, 1, 8, 1), (2, 1, 0, 0), (16, 4, 8, 8), (16, 12, 8, 4), (4, 8, 2, 0)],
-)
-def test_cpu_loader_workers_leave_the_step_its_cores(monkeypatch, cpus, threads, workers, expected):
-    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    t = Trainer(dict(workers=workers, device="cpu", verbose=False))
-    t.device, t.dist = torch.device("cpu"), DistInfo()
-    assert t.loader_workers() == expected
-    t.device = torch.device("cuda")  # a GPU step leaves the cores to the loader
-    assert t.loader_workers() == workers
-
-
-def test_cpu_training_loads_in_the_main_process_when_torch_uses_every_core(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: torch.get_num_threads())  # one_thread: 1 core, 1 thread
-    t = Trainer(dict(TINY, data=tiny_data, project=str(tmp_path), name="w", workers=8))
-    t.setup()
-    assert t.train_loader.num_workers == 0 and t.val_loader.num_workers == 0

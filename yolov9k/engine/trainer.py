@@ -428,11 +428,10 @@ class Trainer:
             train_samples, self.imgsz, augment=True, hyp=self.hyp, rect=a["rect"],
             batch_size=self.batch_local, stride=self.grid, pad=0.0, seed=a["seed"],
         )  # fmt: skip
-        workers = self.loader_workers()
         self.train_loader = build_dataloader(
             self.train_set,
             self.batch_local,
-            workers,
+            a["workers"],
             shuffle=not a["rect"],
             seed=a["seed"],
             rank=self.dist.rank,
@@ -443,26 +442,10 @@ class Trainer:
                 val_samples, self.imgsz, augment=False, hyp=self.hyp, rect=True,
                 batch_size=self.batch_local * 2, stride=self.grid, pad=0.5, seed=a["seed"],
             )  # fmt: skip
-            self.val_loader = build_dataloader(val_set, self.batch_local * 2, workers, shuffle=False, rank=-1)
+            self.val_loader = build_dataloader(
+                val_set, self.batch_local * 2, a["workers"], shuffle=False, rank=-1
+            )
         self.nb = len(self.train_loader)
-
-    def loader_workers(self) -> int:
-        """Loader worker processes per rank: ``workers``, on CPU capped at the cores torch leaves free.
-
-        A CPU step already runs on every core (torch's intra-op threads); worker processes beside it
-        take cores from the step. On the 2-core machine of benchmarks/RESULTS.md (issue 14) an epoch
-        of the demo run took 19.1 s with 0 workers and 23.8 s with 1 or 2 (the loader itself waits
-        0.6 s per epoch in the main process), so on CPU the loader runs in the main process unless
-        cores are left over (``torch.set_num_threads`` below the core count).
-        """
-        workers = self.args["workers"]
-        if self.device.type != "cpu":
-            return workers
-        cores = (os.cpu_count() or 1) // max(self.dist.world_size, 1)
-        spare = max(0, cores - torch.get_num_threads())
-        if spare < workers:
-            self.log(f"workers {workers} -> {spare}: on CPU the training step uses the other cores")
-        return min(workers, spare)
 
     def setup_optimizer(self) -> None:
         a, hyp = self.args, self.hyp
