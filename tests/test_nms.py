@@ -271,24 +271,6 @@ def test_batched_nms_max_keep_is_a_prefix():
         assert batched_nms(boxes, scores, idxs, 0.5, max_keep=k).tolist() == full[:k].tolist()
 
 
-def test_batched_nms_100k_boxes():
-    require_extension()
-    gen = torch.Generator().manual_seed(5)
-    n = 100_000
-    boxes = random_boxes(n, gen, scale=4000, clusters=400)
-    scores = torch.rand(n, generator=gen)
-    idxs = torch.randint(80, (n,), generator=gen)
-    with ops.use_backend("cpp"):
-        got = batched_nms(boxes, scores, idxs, 0.5)
-    assert 0 < len(got) < n
-    assert torch.all(scores[got][1:] <= scores[got][:-1])
-    # Spot check against the reference on a subset of classes (the reference loop is slow).
-    sel = torch.nonzero(idxs < 2).flatten()
-    with single_thread():
-        ref = sel[batched_nms_reference(boxes[sel], scores[sel], idxs[sel], 0.5)]
-    assert got[idxs[got] < 2].tolist() == ref.tolist()
-
-
 def peak_rss_rise_mb(setup: str, call: str) -> float:
     """Peak resident-memory rise (MB) of ``call`` after ``setup``, in a fresh single-thread process.
 
@@ -340,7 +322,8 @@ idxs = torch.randint({n_classes}, (n,), generator=g)
 
 
 def test_reference_nms_100k_boxes_equals_cpp():
-    """The fallback must handle 1e5 boxes / 80 classes in seconds, with the kernel's exact result."""
+    """1e5 boxes / 80 classes: the C++ kernel keeps a score-ordered subset, and the fallback gives
+    exactly that result in seconds."""
     require_extension()
     gen = torch.Generator().manual_seed(5)
     n = 100_000
@@ -349,6 +332,8 @@ def test_reference_nms_100k_boxes_equals_cpp():
     idxs = torch.randint(80, (n,), generator=gen)
     with ops.use_backend("cpp"):
         want = batched_nms(boxes, scores, idxs, 0.5)
+    assert 0 < len(want) < n
+    assert torch.all(scores[want][1:] <= scores[want][:-1])
     with single_thread(), ops.use_backend("torch"):
         start = time.perf_counter()
         got = batched_nms(boxes, scores, idxs, 0.5)
