@@ -1,6 +1,7 @@
 """Per-op CPU profile of one training step (forward + loss + backward + clip + SGD step).
 
-Same step as ``benchmarks/test_bench_train_step.py`` (random images, 4 boxes per image, 80 classes):
+``make_step`` is also the step of ``benchmarks/test_bench_train_step.py`` (random images, 4 boxes
+per image, 80 classes):
 one warm-up step, then ``--steps`` steps under ``torch.profiler``; prints the top ops by self CPU
 time as a markdown table (per step) and the step wall-clock.
 
