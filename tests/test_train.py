@@ -145,6 +145,21 @@ def test_ema_follows_the_official_decay():
     assert not any(p.requires_grad for p in ema.ema.parameters())
 
 
+def test_ema_update_walks_every_state_entry_in_order():
+    """The EMA update gathers the model's tensors without state_dict(): every state entry, in the
+    state dict's order (non-persistent buffers excluded), and a model of another shape is refused."""
+    from yolov9k.engine.ema import _state_tensors
+
+    m = build_model("yolov9-t", num_classes=3)
+    m.register_buffer("scratch", torch.zeros(2), persistent=False)
+    got = _state_tensors(m)
+    want = list(m.state_dict(keep_vars=True).values())
+    assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+    ema = ModelEMA(m)
+    with pytest.raises(ValueError, match="state entries"):
+        ema.update(build_model("gelan-t", num_classes=3))
+
+
 # ---- end-to-end ---------------------------------------------------------------------------------------
 
 
