@@ -17,6 +17,7 @@ from yolov9k.models.blocks import (
     Conv,
     RepConvN,
     RepNCSPELAN4,
+    avg_pool_2x2,
     make_divisible,
 )
 from yolov9k.models.head import DFL
@@ -137,3 +138,25 @@ def test_make_divisible_and_errors():
     assert make_divisible(60, 8) == 64 and make_divisible(64, 8) == 64 and make_divisible(4.5, 4) == 8
     with pytest.raises(ValueError):
         RepConvN(4, 4, k=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 2, 2), (3, 16, 33, 17), (0, 4, 6, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_pool_2x2_matches_avg_pool2d(dtype, shape, channels_last):
+    """The CPU depthwise-conv pool gives ATen's 2x2/1 average pool and its gradient (to the
+    rounding of a 4-term sum), on both memory layouts."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(*shape, generator=g, dtype=dtype) * 100).requires_grad_()
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref_x = x.detach().clone().requires_grad_()
+    y = avg_pool_2x2(x)
+    ref = F.avg_pool2d(ref_x, 2, 1, 0, False, True)
+    assert y.shape == ref.shape
+    tol = 4 * torch.finfo(dtype).eps
+    torch.testing.assert_close(y, ref, rtol=tol, atol=tol * 100)
+    gy = torch.randn(ref.shape, generator=g, dtype=dtype)
+    y.backward(gy)
+    ref.backward(gy)
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=tol, atol=tol)

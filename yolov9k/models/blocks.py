@@ -21,6 +21,7 @@ __all__ = [
     "autopad",
     "make_divisible",
     "fuse_conv_bn",
+    "avg_pool_2x2",
     "Conv",
     "RepConvN",
     "RepNBottleneck",
@@ -81,6 +82,33 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
     return conv
+
+
+def _tracing() -> bool:
+    """True under torch.jit tracing, ONNX export or torch.compile / torch.export."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def avg_pool_2x2(x: Tensor) -> Tensor:
+    """2x2 average pool, stride 1, no padding: the first step of :class:`AConv` and :class:`ADown`.
+
+    On CPU for NCHW-contiguous float32/float64 maps it runs as a depthwise conv with weights 1/4:
+    each product is exact (a power-of-two scaling), so the result is the pool's to the rounding of
+    a 4-term sum, and oneDNN's depthwise conv is about 6-10x faster than ATen's NCHW ``avg_pool2d``
+    forward + backward on the 2-core dev VM (benchmarks/RESULTS.md, issue 14). Other layouts, dtypes
+    and devices use ``avg_pool2d`` (ATen's channels-last pool is already fast), and so do traced,
+    exported and compiled graphs (the ONNX ``AveragePool`` of the official export).
+    """
+    if (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dim() == 4
+        and x.is_contiguous()
+        and not _tracing()
+    ):
+        c = x.shape[1]
+        return F.conv2d(x, x.new_full((c, 1, 2, 2), 0.25), groups=c)
+    return F.avg_pool2d(x, 2, 1, 0, False, True)
 
 
 class Conv(nn.Module):
@@ -283,7 +311,7 @@ class AConv(nn.Module):
         self.cv1 = Conv(c1, c2, 3, 2, 1, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.cv1(F.avg_pool2d(x, 2, 1, 0, False, True))
+        return self.cv1(avg_pool_2x2(x))
 
 
 class ADown(nn.Module):
@@ -297,7 +325,7 @@ class ADown(nn.Module):
         self.cv2 = Conv(c1 // 2, self.c, 1, 1, 0, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.avg_pool2d(x, 2, 1, 0, False, True)
+        x = avg_pool_2x2(x)
         x1, x2 = x.chunk(2, 1)
         x1 = self.cv1(x1)
         x2 = self.cv2(F.max_pool2d(x2, 3, 2, 1))
