@@ -7,7 +7,11 @@ GPU cases (skipped without CUDA; run by benchmarks/gpu_check.sh on a lent GPU):
   * full fused gelan-c inference forward (batch 32, fp16, channels-last), kernels on vs off;
   * a yolov9-c training step (forward + backward of a stand-in loss, AMP fp16, batch 16,
     channels-last), kernels on vs off; the loss is left out so the model path is what is compared.
-CPU case (also in quick mode): the reference ``bn_silu`` vs eager BatchNorm2d + SiLU (both torch).
+CPU cases (also in quick mode, smaller):
+  * the reference ``bn_silu`` vs eager BatchNorm2d + SiLU (both torch), forward;
+  * training forward + backward of ``bn_silu`` (float32, NCHW, running-stat update included): the
+    C++ op (``bn_silu_cpp``) vs the reference (eager BatchNorm2d + SiLU) at gelan-t's shapes of a
+    batch of 8 at 320 px, (8, 16, 160, 160), (8, 64, 40, 40) and (8, 128, 20, 20).
 
 The measured crossovers are meant to fill ``yolov9k.ops.fused._triton_worth_it`` (TODO(gpu)).
 """
@@ -26,7 +30,8 @@ from yolov9k.models import build_model
 from yolov9k.models.accelerate import accelerate
 from yolov9k.models.blocks import SPPELAN, RepNCSPELAN4
 from yolov9k.ops import use_backend
-from yolov9k.ops.fused import bn_silu_reference
+from yolov9k.ops._extension import has_native_kernel
+from yolov9k.ops.fused import bn_silu_cpp, bn_silu_reference
 
 BATCH = pick(32, 2)
 TRAIN_BATCH = pick(16, 2)
@@ -35,6 +40,10 @@ ROUNDS = pick(10, 2)
 # Representative gelan-c aggregation blocks (layer indices): stride 4, 16 and the SPPELAN.
 BLOCK_LAYERS = (2, 6, 9)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# gelan-t's BN shapes at batch 8, 320 px (quick: batch 2, a quarter of the size).
+CPU_TRAIN_SHAPES = [
+    pick(s, (2, s[1], s[2] // 4, s[3] // 4)) for s in ((8, 16, 160, 160), (8, 64, 40, 40), (8, 128, 20, 20))
+]
 
 
 def _time(benchmark, fn, device) -> None:
@@ -149,3 +158,26 @@ def test_cpu_bn_silu_reference(benchmark, provider):
             device=device_name("cpu"), dtype="fp32", mode="train-forward", quick=QUICK
         )
         _time(benchmark, fn, "cpu")
+
+
+@pytest.mark.skipif(not has_native_kernel("bn_silu_train", "CPU"), reason="yolov9k._C without bn_silu_train")
+@pytest.mark.parametrize("provider", ["reference", "cpp"])
+@pytest.mark.parametrize("shape", CPU_TRAIN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cpu_bn_silu_train_forward_backward(benchmark, shape, provider):
+    """CPU training step of BN + SiLU: forward (running-stat update included) + backward to x, weight
+    and bias; ``cpp`` = the C++ ops, ``reference`` = eager BatchNorm2d + SiLU."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=gen) * 2 + 1).requires_grad_()
+    grad = torch.randn(shape, generator=gen)
+    bn = nn.BatchNorm2d(shape[1], eps=1e-3, momentum=0.03)
+    impl = bn_silu_cpp if provider == "cpp" else bn_silu_reference
+    args = (bn.weight, bn.bias, bn.running_mean, bn.running_var, True, 0.03, 1e-3, bn.num_batches_tracked)
+
+    def fn():
+        impl(x, *args).backward(grad)
+        x.grad = bn.weight.grad = bn.bias.grad = None
+
+    benchmark.extra_info.update(
+        device=device_name("cpu"), dtype="fp32", mode="train-forward-backward", shape=list(shape), quick=QUICK
+    )
+    _time(benchmark, fn, "cpu")

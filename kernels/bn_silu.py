@@ -29,6 +29,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .common import update_bn_running_stats
+
 __all__ = ["bn_silu_forward", "bn_silu_backward", "bn_silu_triton"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -466,14 +468,6 @@ def bn_silu_triton(
         training = True  # F.batch_norm: without running stats the batch statistics are used
     y, mean, _, var = bn_silu_forward(x, weight, bias, running_mean, running_var, training, float(eps))
     if training and running_mean is not None and running_var is not None:
-        with torch.no_grad():
-            if num_batches_tracked is not None:
-                num_batches_tracked.add_(1)
-            factor = momentum
-            if factor is None:
-                factor = 1.0 / float(num_batches_tracked) if num_batches_tracked is not None else 0.0
-            m = x.numel() // x.shape[1]
-            running_mean.mul_(1.0 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
-            unbiased = var * (m / (m - 1))
-            running_var.mul_(1.0 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
+        count = x.numel() // x.shape[1]
+        update_bn_running_stats(mean, var, count, running_mean, running_var, momentum, num_batches_tracked)
     return y

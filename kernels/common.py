@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["box_terms", "check_concat_inputs"]
+__all__ = ["box_terms", "check_concat_inputs", "update_bn_running_stats"]
 
 
 def box_terms(boxes: Tensor, eps: float) -> dict[str, Tensor]:
@@ -58,3 +58,31 @@ def check_concat_inputs(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor |
         raise ValueError(f"concat_conv1x1_silu: bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
     if weight.device != first.device or (bias is not None and bias.device != first.device):
         raise ValueError("concat_conv1x1_silu: weight and bias must be on the inputs' device")
+
+
+@torch.no_grad()
+def update_bn_running_stats(
+    mean: Tensor,
+    var: Tensor,
+    count: int,
+    running_mean: Tensor,
+    running_var: Tensor,
+    momentum: float | None,
+    num_batches_tracked: Tensor | None,
+) -> None:
+    """``nn.BatchNorm2d``'s training-mode buffer update from a batch's per-channel ``mean`` and biased
+    ``var`` over ``count`` values per channel (in place).
+
+    ``num_batches_tracked`` (if given) is incremented; the factor is ``momentum``, or with ``momentum``
+    None the cumulative average ``1 / num_batches_tracked`` (0 without a counter). Then
+    ``running = factor * stat + (1 - factor) * running`` with the unbiased variance
+    ``var * count / (count - 1)``, computed in float64 and rounded once, as ATen does on CPU.
+    """
+    factor = 0.0 if momentum is None else momentum
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        if momentum is None:
+            factor = 1.0 / float(num_batches_tracked)
+    unbiased = var.double() * (count / (count - 1))
+    running_mean.copy_(factor * mean.double() + (1.0 - factor) * running_mean.double())
+    running_var.copy_(factor * unbiased + (1.0 - factor) * running_var.double())

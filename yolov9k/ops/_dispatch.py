@@ -28,6 +28,7 @@ __all__ = [
     "use_backend",
     "requested_backend",
     "backends",
+    "implemented",
 ]
 
 BACKENDS = ("cuda", "triton", "cpp", "torch")
@@ -57,6 +58,11 @@ def register(op: str, backend: str, fn: Callable, native_op: str | None = None) 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     _REGISTRY.setdefault(op, {})[backend] = _Impl(fn, native_op)
+
+
+def implemented(op: str, backend: str) -> bool:
+    """Whether ``backend`` has a registered implementation of ``op`` (it may still be unable to run here)."""
+    return backend in _REGISTRY.get(op, {})
 
 
 def requested_backend() -> str:

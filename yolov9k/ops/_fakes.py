@@ -1,4 +1,5 @@
-"""Fake (meta) implementations of the ``yolov9k::`` ops, for torch.compile and export.
+"""Fake (meta) implementations of the ``yolov9k::`` ops, for torch.compile and export, and the
+autograd formula of the differentiable one (``bn_silu_train``).
 
 Imported by ``_extension`` once the library is loaded; each op's fake lives here so there is one
 list of them to keep in step with ``csrc/*.cpp`` schemas.
@@ -74,4 +75,50 @@ def _assign_fake(
         pd_scores.new_empty((bsz, n_anchor, n_cls), dtype=torch.float32),
         pd_scores.new_empty((bsz, n_anchor), dtype=torch.bool),
         pd_scores.new_empty((bsz, n_anchor), dtype=torch.int64),
+    )
+
+
+# --- fused train-mode BatchNorm2d + SiLU (csrc/bn_silu.cpp) -------------------------------------
+
+
+def _bn_silu_train_fake(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    torch._check(x.dim() == 4, lambda: "x must be (N, C, H, W)")
+    channels = x.shape[1]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        x.new_empty((channels,)),
+        x.new_empty((channels,)),
+    )
+
+
+def _bn_silu_train_backward_fake(
+    grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    torch._check(grad_y.shape == x.shape, lambda: "grad_y must have the shape of x")
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        weight.new_empty(weight.shape),
+        bias.new_empty(bias.shape),
+    )
+
+
+def _bn_silu_train_setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor, Tensor]) -> None:
+    x, weight, bias, _ = inputs
+    _, mean, invstd = output
+    ctx.save_for_backward(x, weight, bias, mean, invstd)  # x and per-channel values only
+    ctx.mark_non_differentiable(mean, invstd)
+
+
+def _bn_silu_train_backward(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_invstd: Tensor) -> tuple:
+    x, weight, bias, mean, invstd = ctx.saved_tensors
+    grads = torch.ops.yolov9k.bn_silu_train_backward(grad_y, x, weight, bias, mean, invstd)
+    return (*grads, None)
+
+
+# An extension built before these ops existed lacks them: register only what is there.
+if hasattr(torch.ops.yolov9k, "bn_silu_train"):
+    torch.library.register_fake("yolov9k::bn_silu_train")(_bn_silu_train_fake)
+    torch.library.register_fake("yolov9k::bn_silu_train_backward")(_bn_silu_train_backward_fake)
+    torch.library.register_autograd(
+        "yolov9k::bn_silu_train", _bn_silu_train_backward, setup_context=_bn_silu_train_setup_context
     )

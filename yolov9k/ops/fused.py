@@ -1,20 +1,31 @@
 """Fused Conv-BN-SiLU and ELAN aggregation: PyTorch references, dispatched ops, model-side helpers.
 
-Two ops, each with a readable reference (also the CPU path and the ONNX-export path) and a Triton
-implementation in ``kernels/`` (installed as ``yolov9k.kernels``):
+Two ops, each with a readable reference (also the fallback and the ONNX-export path):
 
 * ``bn_silu``: ``silu(batch_norm(x))`` with ``nn.BatchNorm2d``'s exact contract (batch statistics
-  and running-stat update in training, running statistics in eval). The Triton version
-  (``kernels/bn_silu.py``) is one statistics pass + one normalise/SiLU pass, and its backward
-  recomputes the normalised value from the input instead of storing BN and SiLU outputs.
+  and running-stat update in training, running statistics in eval). Two fused implementations,
+  both one statistics pass + one normalise/SiLU pass whose backward recomputes the normalised value
+  from the input instead of storing the BN and SiLU outputs:
+
+  - ``cpp`` (CPU, training): the C++ ops ``yolov9k::bn_silu_train`` / ``bn_silu_train_backward``
+    (``csrc/cpu/bn_silu_kernel.cpp``) for float32 / float64 NCHW-contiguous input with affine
+    parameters; :func:`bn_silu_cpp` updates the running statistics and sends every other case
+    (eval, other dtypes or layouts, no affine) to the reference;
+  - ``triton`` (CUDA): ``kernels/bn_silu.py``, any layout whose H and W flatten.
+
 * ``concat_conv1x1_silu``: ``silu(conv1x1(cat(inputs)) + bias)``, the transition conv of the GELAN
   blocks after ``fuse()``. The Triton version (``kernels/concat_conv1x1.py``) is one GEMM reading
-  every branch in place (no concat), channels-last output.
+  every branch in place (no concat), channels-last output. There is no CPU version on purpose: on
+  the 2-core CPU, cat + oneDNN conv (forward + backward) was measured faster than per-branch convs
+  or matmuls.
 
 ``yolov9k.models.accelerate`` makes a built model use them through ``fused_backend``,
-``bn_silu_triton``, ``can_run_concat_gemm`` and ``concat_gemm_silu`` (this module knows no model).
+``bn_silu_cpp``, ``bn_silu_triton``, ``can_run_concat_gemm`` and ``concat_gemm_silu`` (this module
+knows no model).
 
-Choice on CUDA in auto mode (``_triton_worth_it``): the Triton path is used for every shape for now.
+Choice in auto mode (``fused_backend``): on CPU the dispatcher's order (``cpp`` for ``bn_silu`` when
+the extension has the kernel, else torch); on CUDA ``_triton_worth_it``, which uses the Triton path
+for every shape for now.
 TODO(gpu): replace with the measured crossover from ``benchmarks/test_bench_fused.py`` (run by
 ``benchmarks/gpu_check.sh``): eager cuDNN 1x1 convs may win below some M * C_out, and eager BN+SiLU
 may win for tiny maps (launch-bound), which a size threshold here would express.
@@ -28,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yolov9k.kernels.common import check_concat_inputs
+from yolov9k.kernels.common import check_concat_inputs, update_bn_running_stats
 from yolov9k.ops import _dispatch
 
 __all__ = [
     "bn_silu",
+    "bn_silu_cpp",
     "bn_silu_reference",
     "bn_silu_triton",
     "can_run_concat_gemm",
@@ -124,7 +136,64 @@ def _concat_conv1x1_silu_triton(inputs: Sequence[Tensor], weight: Tensor, bias: 
     return concat_gemm_silu(inputs, weight, bias)
 
 
+def _cpp_can_run(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    use_batch_stats: bool,
+) -> bool:
+    """Whether the C++ ``bn_silu_train`` op takes this call (else :func:`bn_silu_cpp` uses the reference)."""
+    return (
+        use_batch_stats
+        and x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() > 0
+        and x.is_contiguous()
+        and weight is not None
+        and bias is not None
+        and weight.dtype == bias.dtype == x.dtype
+        and weight.device == bias.device == x.device
+        and (running_mean is None) == (running_var is None)
+    )
+
+
+def bn_silu_cpp(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: Tensor | None = None,
+) -> Tensor:
+    """``bn_silu`` on the C++ CPU ops (arguments and contract as :func:`bn_silu_reference`).
+
+    Batch statistics of a CPU float32 / float64 NCHW-contiguous x with affine weight and bias run
+    ``yolov9k::bn_silu_train`` (its backward ``yolov9k::bn_silu_train_backward`` recomputes the
+    normalised value from x), and the running buffers are updated here as ``nn.BatchNorm2d`` does.
+    Everything else (eval with running statistics, other dtypes, channels_last or non-contiguous x,
+    no affine) is :func:`bn_silu_reference`. Returns (N, C, H, W) (NCHW-contiguous from the C++ op).
+    """
+    use_batch_stats = training or (running_mean is None and running_var is None)
+    if not _cpp_can_run(x, weight, bias, running_mean, running_var, use_batch_stats):
+        return bn_silu_reference(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, num_batches_tracked
+        )
+    y, mean, invstd = torch.ops.yolov9k.bn_silu_train(x, weight, bias, float(eps))
+    if training and running_mean is not None and running_var is not None:
+        var = (invstd.detach().double().pow(-2) - eps).clamp_min(0)  # the batch's biased variance
+        count = x.numel() // x.shape[1]
+        update_bn_running_stats(mean, var, count, running_mean, running_var, momentum, num_batches_tracked)
+    return y
+
+
 _dispatch.register("bn_silu", "torch", bn_silu_reference)
+_dispatch.register("bn_silu", "cpp", bn_silu_cpp, native_op="bn_silu_train")
 _dispatch.register("bn_silu", "triton", bn_silu_triton)
 _dispatch.register("concat_conv1x1_silu", "torch", concat_conv1x1_silu_reference)
 _dispatch.register("concat_conv1x1_silu", "triton", _concat_conv1x1_silu_triton)
@@ -140,13 +209,17 @@ def _triton_worth_it(op: str, x: Tensor) -> bool:
 
 
 def fused_backend(op: str, x: Tensor) -> str:
-    """'triton' or 'torch' for ``op`` on ``x``: the dispatcher's choice plus the auto-mode heuristic.
+    """'triton', 'cpp' or 'torch' for ``op`` on ``x``: the dispatcher's choice plus the auto-mode heuristic.
 
-    A forced backend that these ops do not implement (``cpp``, ``cuda``: they exist for other ops)
-    falls back to torch; a forced ``triton`` that cannot run raises the dispatcher's error.
+    Auto: CPU tensors get ``cpp`` where the op has a C++ kernel that the built extension contains
+    (``bn_silu``), else ``torch``; CUDA tensors get ``triton`` when ``_triton_worth_it``. A forced
+    backend that the op does not implement (``cuda`` for both ops, ``cpp`` for
+    ``concat_conv1x1_silu``) falls back to torch; a forced backend that the op implements but that
+    cannot run here (e.g. ``cpp`` on CUDA tensors, ``triton`` on CPU tensors without the
+    interpreter) raises the dispatcher's error.
     """
     wanted = _dispatch.requested_backend()
-    if wanted in ("cpp", "cuda"):
+    if wanted != "auto" and not _dispatch.implemented(op, wanted):
         return "torch"
     backend, _ = _dispatch.select(op, x.device)
     if backend == "triton" and wanted == "auto" and not _triton_worth_it(op, x):
