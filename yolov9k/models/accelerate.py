@@ -1,18 +1,33 @@
 """``accelerate(model)``: run a built model's Conv layers through the fused ops of ``yolov9k.ops.fused``.
 
 Only ``Conv`` changes class (to :class:`AcceleratedConv`). The GELAN blocks keep their one forward:
-each hands its concat-then-1x1-conv to ``Conv.forward_concat``, which :class:`AcceleratedConv`
-overrides to read the branch list in place (one GEMM, no ``torch.cat``) when the Triton backend is
-chosen. When the dispatcher picks ``torch`` (always for CPU tensors in auto mode) the original
-forwards run unchanged, so the model is numerically the same.
+each hands its concat-then-1x1-conv to ``Conv.forward_concat``. What runs where:
+
+* CPU, training (backend ``cpp``: auto mode with the extension built, or forced): BN + SiLU of every
+  Conv as the C++ ``bn_silu`` op (float32 / float64 NCHW-contiguous conv outputs; other dtypes and
+  layouts take the PyTorch reference inside it). The concat and the 1x1 conv stay as they are
+  (cat + oneDNN conv was measured faster on CPU than reading the branches in place).
+* CUDA (backend ``triton``): BN + SiLU as the Triton ``bn_silu`` kernel (training, or eval before
+  ``fuse()``), and after ``fuse()`` the 1x1 conv + SiLU over a block's branch list as one GEMM
+  without ``torch.cat``.
+* Everything else (backend ``torch``, CPU eval, a Conv without BN + SiLU): the original forwards,
+  so the model is numerically the same, bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from yolov9k.models.blocks import ELAN1, SPPELAN, Conv, RepNCSP, RepNCSPELAN4
-from yolov9k.ops.fused import bn_silu_triton, can_run_concat_gemm, concat_gemm_silu, fused_backend
+from yolov9k.ops.fused import (
+    bn_silu_cpp,
+    bn_silu_triton,
+    can_run_concat_gemm,
+    concat_gemm_silu,
+    fused_backend,
+)
 
 __all__ = [
     "AcceleratedConv",
@@ -25,18 +40,29 @@ __all__ = [
 
 
 class AcceleratedConv(Conv):
-    """``Conv`` whose BN + SiLU (training, or eval before fuse) runs as the fused ``bn_silu`` kernel
-    and whose fused 1x1 conv + SiLU (alone or over a block's branch list) runs as the concat GEMM,
-    when the backend is Triton."""
+    """``Conv`` whose BN + SiLU runs as the fused ``bn_silu`` op (C++ when training on CPU, Triton on
+    CUDA in training or unfused eval) and whose fused 1x1 conv + SiLU (alone or over a block's branch
+    list) runs as the Triton concat GEMM."""
 
     def forward(self, x: Tensor) -> Tensor:
         bn = self.bn
         if bn is None:
             return self.forward_concat([x])
-        if not (isinstance(self.act, nn.SiLU) and bn.affine) or fused_backend("bn_silu", x) != "triton":
+        if not (isinstance(self.act, nn.SiLU) and bn.affine):
             return Conv.forward(self, x)
+        backend = fused_backend("bn_silu", x)
+        if backend == "triton":
+            return self._bn_silu(bn_silu_triton, x)
+        if backend == "cpp" and bn.training:
+            return self._bn_silu(bn_silu_cpp, x)
+        return Conv.forward(self, x)
+
+    def _bn_silu(self, fn: Callable[..., Tensor], x: Tensor) -> Tensor:
+        """``fn`` (a ``bn_silu`` implementation) on ``conv(x)``, called as ``nn.BatchNorm2d.forward``
+        calls ``F.batch_norm``."""
+        bn = self.bn
         stats = not bn.training or bn.track_running_stats
-        return bn_silu_triton(
+        return fn(
             self.conv(x),
             bn.weight,
             bn.bias,
@@ -85,13 +111,14 @@ def accelerate(model: nn.Module) -> nn.Module:
     Swaps the class of every ``Conv`` (and, as a marker, of the GELAN blocks) for its ``Accelerated*``
     subclass (same parameters, buffers, state-dict keys; ``fuse()`` still works; idempotent). Per call:
 
-    * training / unfused eval: ``Conv`` = conv, then the fused BN + SiLU kernel (``bn_silu``);
-    * fused eval: the 1x1 transitions of the GELAN blocks as one GEMM over their branch list (no
+    * training on CPU (backend ``cpp``): ``Conv`` = conv, then the C++ BN + SiLU op;
+    * on CUDA (backend ``triton``), training / unfused eval: conv, then the Triton BN + SiLU kernel;
+      fused eval: the 1x1 transitions of the GELAN blocks as one GEMM over their branch list (no
       ``torch.cat``), and every other fused 1x1 Conv + SiLU as the one-input GEMM.
 
-    The Triton path is taken only when the dispatcher picks it (auto: CUDA tensors with triton
-    installed; forced: ``YOLOV9K_BACKEND=triton`` / ``use_backend``). Under ``torch`` (every CPU
-    tensor in auto mode) the original forwards run, bit for bit.
+    The backend is the dispatcher's (auto: ``cpp`` for CPU tensors when the extension is built,
+    ``triton`` for CUDA tensors with triton installed; or forced with ``YOLOV9K_BACKEND`` /
+    ``use_backend``). Under ``torch``, and for CPU eval, the original forwards run, bit for bit.
 
     Example:
         >>> m = accelerate(build_model("gelan-c").cuda().half().to(memory_format=torch.channels_last))
