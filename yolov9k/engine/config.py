@@ -53,7 +53,8 @@ _TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
     "clip_grad":        (10.0, "max gradient norm (after unscaling); 0 = no clipping"),
     "ema_decay":        (0.9999, "EMA decay d of ModelEMA"),
     "ema_tau":          (2000.0, "EMA warm-up constant: decay = d * (1 - exp(-updates / tau))"),
-    "patience":         (0, "stop after this many epochs without a better fitness (0 = never)"),
+    "patience":         (0, "stop once this many epochs passed since the best fitness, checked after each "
+                            "validation (an epoch without one is never an improvement); 0 = never"),
     # runtime
     "device":           (None, "'cpu', 'cuda', 'cuda:1', or None = first GPU if present else CPU"),
     "workers":          (8, "dataloader workers per rank"),
@@ -69,7 +70,9 @@ _TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
     "max_nan_skips":    (100, "abort when more optimizer steps than this were skipped for NaN/inf losses"),
     "background_only":  (False, "allow a train/val split without a single box (on purpose), with a warning"),
     # validation
-    "val":              (True, "validate every epoch (otherwise only after the last one)"),
+    "val":              (True, "validate during training, every val_period epochs (otherwise only after "
+                            "the last epoch)"),
+    "val_period":       (1, "validate after every N-th epoch (with val); the last epoch is always validated"),
     "conf":             (0.001, "validation confidence threshold"),
     "iou":              (0.7, "validation NMS IoU threshold"),
     "max_det":          (300, "validation detections kept per image"),
@@ -91,7 +94,7 @@ HELP: dict[str, str] = {**{k: h for k, (_, h) in _TRAIN_OPTIONS.items()}, **HYP_
 
 _INT_KEYS = frozenset(
     {"epochs", "imgsz", "batch", "nbs", "close_mosaic", "patience", "workers", "seed", "dist_timeout"}
-    | {"max_det", "save_period", "max_nan_skips"}
+    | {"max_det", "save_period", "max_nan_skips", "val_period"}
 )
 _FLOAT_KEYS = frozenset({"clip_grad", "ema_decay", "ema_tau", "conf", "iou", *HYP_KEYS})
 _BOOL_KEYS = frozenset(
@@ -103,7 +106,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "amp": ("auto", "fp16", "bf16", False),
 }
 _PATH_KEYS = frozenset({"model", "data", "pretrained", "device", "cache_dir", "project", "name", "hyp"})
-_POSITIVE = frozenset({"epochs", "imgsz", "batch", "nbs", "dist_timeout", "max_det", "ema_tau"})
+_POSITIVE = frozenset({"epochs", "imgsz", "batch", "nbs", "dist_timeout", "max_det", "ema_tau", "val_period"})
 _UNIT_RANGE = frozenset({"conf", "iou", "ema_decay", "lrf", "momentum", "warmup_momentum"})
 
 

@@ -59,7 +59,7 @@ from yolov9k.engine.plots import plot_batch, plot_results
 from yolov9k.engine.validate import validate
 from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
-from yolov9k.models import MODELS, build_model
+from yolov9k.models import MODELS, accelerate, build_model
 from yolov9k.runtime import default_project, run_dir, select_device
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
@@ -67,7 +67,8 @@ __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "f
 LOGGER = logging.getLogger("yolov9k")
 TRAINER_STATE_VERSION = 1  # layout of the trainer entries in last.pt
 RESUME_OVERRIDABLE = frozenset(
-    {"epochs", "device", "workers", "verbose", "plots", "val", "dist_timeout", "max_nan_skips", "save_period"}
+    {"epochs", "device", "workers", "verbose", "plots", "val", "val_period", "dist_timeout"}
+    | {"max_nan_skips", "save_period"}
 )
 _EVENTS = (
     "on_pretrain_end",
@@ -213,7 +214,8 @@ class Trainer:
     ``device``, ``dist`` (DistInfo), ``model`` (the training module, maybe DDP/compiled),
     ``net`` (the unwrapped DetectionModel), ``ema``, ``optimizer``, ``scaler``, ``loss_fn``,
     ``train_loader``, ``val_loader``, ``save_dir``, ``epoch``, ``start_epoch``, ``best_fitness``,
-    ``nan_skips``, ``metrics`` (last validation).
+    ``nan_skips``, ``metrics`` (last validation; empty after an epoch without one), and per batch
+    ``mloss`` (the epoch's running mean loss items, a tensor on ``device``).
     """
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
@@ -399,7 +401,10 @@ class Trainer:
         net = net.to(self.device).float().train()
         if a["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
-        self.net = net
+        # The fused ops where they were measured faster (benchmarks/RESULTS.md, issue 14): the C++
+        # BN + SiLU on CPU, the Triton kernels on CUDA. Same parameters and state-dict keys (checkpoints
+        # stay the plain model); YOLOV9K_BACKEND=torch runs the plain PyTorch forward.
+        self.net = accelerate(net)
         self.grid = max(int(net.stride.max()), 32)
         self.imgsz = round_imgsz(a["imgsz"], self.grid)
         if self.imgsz != a["imgsz"]:
@@ -515,6 +520,9 @@ class Trainer:
         Returns (items, finite).
         """
         loss, items = self.compute_loss(imgs, targets)
+        # The one host sync a step keeps on purpose: a NaN/inf loss must not reach backward, where its
+        # gradients would join those accumulated from the other batches of the optimizer step (and,
+        # under DDP, every rank's) and cost all of them; checked here, only this batch is dropped.
         bad = not bool(torch.isfinite(loss).item())
         if self.dist.enabled:
             bad = ddp.any_rank_failed(bad, "loss check")
@@ -570,7 +578,7 @@ class Trainer:
         _seed_everything(s)
         set_epoch_lr(self.optimizer, self.lf, epoch)
         self.optimizer.zero_grad(set_to_none=True)
-        mloss = torch.zeros(3)
+        mloss = torch.zeros(3, device=self.device)  # stays on the device: read for progress lines only
         n_ok = pending = 0
         progress = _Progress(self, epoch)
         for i, (imgs, targets, _files, _shapes) in enumerate(self.train_loader):
@@ -583,7 +591,7 @@ class Trainer:
                 self.accumulate = self.accumulate_nominal
             items, ok = self.forward_backward(imgs, targets)
             if ok:
-                mloss = (mloss * n_ok + items.float().cpu()) / (n_ok + 1)
+                mloss = (mloss * n_ok + items.float()) / (n_ok + 1)
                 n_ok += 1
             pending += int(ok)
             if ni - self.last_opt_step >= self.accumulate and pending:  # nothing to apply after skips only
@@ -598,9 +606,13 @@ class Trainer:
         self.lrs = [g["lr"] for g in self.optimizer.param_groups]
         return mloss.tolist()
 
+    def val_due(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) ends with a validation: with ``val``, every ``val_period``-th one."""
+        return bool(self.args["val"]) and (epoch + 1) % self.args["val_period"] == 0
+
     def validate_epoch(self, final: bool) -> dict[str, Any]:
-        """Validate the EMA model (rank 0); empty dict when skipped (val=False, not the last epoch)."""
-        if not self.is_main or not (self.args["val"] or final):
+        """Validate the EMA model (rank 0) after the last epoch and when :meth:`val_due`; else ``{}``."""
+        if not self.is_main or not (final or self.val_due(self.epoch)):
             return {}
         a = self.args
         return validate(
@@ -700,7 +712,6 @@ class Trainer:
             f"results in {self.save_dir}"
         )
         epoch = self.start_epoch - 1
-        stale = 0
         for epoch in range(self.start_epoch, a["epochs"]):
             self.epoch = epoch
             self.run_callbacks("on_train_epoch_start")
@@ -714,7 +725,6 @@ class Trainer:
                     improved = bool(self.metrics) and (fi > self.best_fitness or self.best_epoch < 0)
                     if improved:
                         self.best_fitness, self.best_epoch = fi, epoch
-                    stale = 0 if improved else stale + 1
                     self.write_csv(self._csv_row(epoch, tloss, self.metrics))
                     self.save(epoch, improved)
                     self._log_epoch(epoch)
@@ -726,11 +736,21 @@ class Trainer:
                     raise ddp.DistributedError(f"rank {self.dist.rank}: another rank failed in epoch {epoch}")
             if failed is not None:
                 raise failed
-            stop = bool(ddp.broadcast_object(a["patience"] > 0 and stale >= a["patience"]))
+            stop = bool(ddp.broadcast_object(self.out_of_patience(epoch)))
             if stop:
-                self.log(f"no improvement for {a['patience']} epochs: stopping early")
+                best = self.best_epoch + 1
+                self.log(f"no improvement since epoch {best} (patience {a['patience']}): stopping early")
                 break
         return self.finish(epoch, time.time() - t0)
+
+    def out_of_patience(self, epoch: int) -> bool:
+        """Early stop after ``epoch``: it was validated and ``patience`` epochs passed since the best one.
+
+        Counted in epochs (``best_epoch`` is in the checkpoint, so resume keeps the count); epochs
+        without validation are never an improvement but cannot stop the run on their own.
+        """
+        p = self.args["patience"]
+        return p > 0 and bool(self.metrics) and self.best_epoch >= 0 and epoch - self.best_epoch >= p
 
     def _log_epoch(self, epoch: int) -> None:
         m = self.metrics
@@ -782,9 +802,16 @@ class Trainer:
 
 
 class _Progress:
-    """tqdm bar per epoch on a TTY; otherwise a log line every ~10% of the epoch (and at its end)."""
+    """tqdm bar per epoch on a TTY; otherwise a log line every ~10% of the epoch (and at its end).
+
+    The running mean loss lives on the device: it is read (a host sync) only for a line that is
+    shown, i.e. for the log lines, or at most every ``REFRESH_S`` seconds (and at the epoch's end)
+    for the bar's description.
+    """
 
     HEADER = ("Epoch", "GPU_mem", "box_loss", "cls_loss", "dfl_loss", "Instances", "Size")
+    REFRESH_S = 0.5
+    clock = staticmethod(time.monotonic)  # tests replace it
 
     def __init__(self, trainer: Trainer, epoch: int) -> None:
         self.t = trainer
@@ -793,6 +820,7 @@ class _Progress:
         self.active = trainer.is_main and trainer.args["verbose"]
         self.bar = None
         self.every = max(1, self.nb // 10)
+        self.shown_at = -math.inf  # clock() when the bar's description was last set
         if not self.active:
             return
         LOGGER.info(("\n" + "%11s" * 7) % self.HEADER)
@@ -802,16 +830,24 @@ class _Progress:
             self.bar = tqdm(total=self.nb, bar_format="{l_bar}{bar:10}{r_bar}", leave=True)
 
     def update(self, i: int, mloss: torch.Tensor, instances: int, size: int) -> None:
+        """Batch ``i`` (0-based) is done; ``mloss`` is read only when a line shows it."""
         if not self.active:
             return
+        last = i + 1 == self.nb
+        if self.bar is not None:
+            now = self.clock()
+            if last or now - self.shown_at >= self.REFRESH_S:
+                self.bar.set_description(self.text(mloss, instances, size))
+                self.shown_at = now
+            self.bar.update(1)
+        elif (i + 1) % self.every == 0 or last:
+            LOGGER.info(f"{self.text(mloss, instances, size)}  {i + 1}/{self.nb}")
+
+    def text(self, mloss: torch.Tensor, instances: int, size: int) -> str:
+        """The progress columns of :data:`HEADER` (reads ``mloss`` from the device)."""
         cuda = torch.cuda.is_available() and self.t.device.type == "cuda"
         mem = f"{torch.cuda.memory_reserved(self.t.device) / 1e9 if cuda else 0:.3g}G"
-        text = ("%11s" * 2 + "%11.4g" * 5) % (self.epoch_text, mem, *mloss.tolist(), instances, size)
-        if self.bar is not None:
-            self.bar.set_description(text)
-            self.bar.update(1)
-        elif (i + 1) % self.every == 0 or i + 1 == self.nb:
-            LOGGER.info(f"{text}  {i + 1}/{self.nb}")
+        return ("%11s" * 2 + "%11.4g" * 5) % (self.epoch_text, mem, *mloss.tolist(), instances, size)
 
     def close(self) -> None:
         if self.bar is not None:
