@@ -45,7 +45,7 @@ KEY_OPTIONS = {
     "export": ["--model", "--format", "--nms", "--opset", "--max-det", "--dynamic"],
     "convert": ["--source", "--output", "--reparameterize", "--half"],
     "demo-data": ["--root", "--num-train", "--num-val", "--seed"],
-    "bench": ["--full", "--device", "--ops", "--repeat"],
+    "bench": ["--full", "--device", "--ops", "--repeat", "yolov9k bench train"],
     "info": ["--model", "--imgsz", "--fuse"],
 }
 
@@ -58,6 +58,46 @@ def test_help_of_every_verb(verb, capsys):
     out = capsys.readouterr().out
     missing = [o for o in KEY_OPTIONS[verb] if o not in out]
     assert not missing, f"{verb} --help does not mention {missing}"
+
+
+def test_bench_train_help_lists_its_options_with_the_demo_schedule(capsys):
+    from yolov9k.api.bench_train import SCHEDULE
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "train", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: yolov9k bench train")
+    for flag in ("--backend", "--threads", "--out", "--workers", "--val-period", "--lr0"):
+        assert flag in out, flag
+    assert "--full" not in out and "--repeat" not in out  # the options of plain 'bench' are not its own
+    assert f"extend a finished run) (default: {SCHEDULE['epochs']})" in out
+    assert f"(default: {SCHEDULE['imgsz']})" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["bench", "train", "--epoch", "3"], "--epochs"),
+        (["bench", "train", "--repeat", "3"], None),  # an option of 'bench' only
+        (["bench", "--repeat", "2", "train"], None),  # a mode follows its verb
+    ],
+)
+def test_bench_train_rejects_options_it_does_not_have(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err
+    if hint:
+        assert f"did you mean {hint}" in err
+
+
+def test_bench_train_checks_option_values_before_training(capsys):
+    assert main(["bench", "train", "--val-period", "0"]) == 1
+    assert "val_period" in capsys.readouterr().err
+    assert main(["bench", "train", "--threads", "0", "--epochs", "1"]) == 1
+    assert "threads must be a positive int" in capsys.readouterr().err
 
 
 def test_help_defaults_are_the_api_defaults(capsys):

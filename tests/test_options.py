@@ -9,10 +9,21 @@ import pytest
 from yolov9k.api.options import Option, check_options, defaults_of
 from yolov9k.cli import VERB_TABLE, build_parser
 
+# every command: the verbs and their modes ("bench train")
+COMMANDS = {
+    **VERB_TABLE,
+    **{f"{verb} {mode}": spec for verb, v in VERB_TABLE.items() for mode, spec in v.modes.items()},
+}
 
-@pytest.mark.parametrize("verb", [v for v, spec in VERB_TABLE.items() if spec.options is not None])
+
+def test_every_mode_has_a_parser():
+    assert "bench train" in COMMANDS
+    assert set(build_parser().verb_parsers) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("verb", list(COMMANDS))
 def test_every_option_is_a_parameter_with_its_default(verb):
-    spec = VERB_TABLE[verb]
+    spec = COMMANDS[verb]
     params = inspect.signature(spec.fn).parameters
     names = [o.name for o in spec.options]
     assert len(names) == len(set(names)), f"{verb}: an option is declared twice"

@@ -82,3 +82,53 @@ def test_phases_add_up_to_the_epoch_wall_clock(tmp_path):
     table = format_timing(timing, title="tiny")
     assert table.splitlines()[2].startswith("| epoch | wall | data |")
     assert "| **total** |" in table
+
+
+def test_bench_train_cli_writes_the_phases_and_they_add_up_to_the_run(tmp_path, monkeypatch, capsys):
+    import json
+    import tempfile
+
+    from yolov9k.cli import main
+    from yolov9k.data import generate_demo_dataset
+
+    data = str(generate_demo_dataset(tmp_path / "set", num_train=8, num_val=4, imgsz=64, seed=0))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the run folder goes without --project
+    out = tmp_path / "run.json"
+    argv = ["bench", "train", "--data", data, "--epochs", "1", "--imgsz", "64", "--batch", "4", "--nbs", "4",
+            "--workers", "0", "--device", "cpu", "--warmup-epochs", "0", "--mosaic", "0", "--plots", "false",
+            "--backend", "torch", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| epoch | wall | data |" in printed and "whole run" in printed
+    assert list(scratch.iterdir()) == []  # the temporary run folder is gone
+
+    record = json.loads(out.read_text())
+    assert record["tool"] == "yolov9k" and record["backend"] == "torch"
+    assert record["options"]["epochs"] == 1 and record["options"]["imgsz"] == 64
+    assert record["options"]["nbs"] == 4 and record["options"]["warmup_epochs"] == 0.0
+    timing = record["timing"]
+    (epoch,) = timing["epochs"]
+    assert epoch["batches"] == 2 and epoch["images"] == 8
+    assert set(EPOCH_PHASES + VAL_PHASES) <= epoch.keys()
+    assert sum(epoch[k] for k in EPOCH_PHASES) == pytest.approx(epoch["wall"], rel=1e-9)
+    assert epoch["other"] <= 0.05 * epoch["wall"] + 0.02, epoch
+    parts = timing["setup_s"] + timing["total"]["wall"] + timing["finish_s"]
+    assert timing["other_s"] == pytest.approx(timing["run_s"] - parts, abs=1e-9)
+    # the measured whole run is setup + epochs + final validation, up to the bookkeeping around them
+    assert abs(record["wall_s"] - parts) <= 0.05 * record["wall_s"] + 0.05, (record["wall_s"], parts)
+    assert record["final_metrics"]["map50"] == record["best_map50"] == epoch["map50"]
+
+
+def test_bench_train_defaults_are_the_readme_demo_schedule():
+    import re
+    from pathlib import Path
+
+    from yolov9k.api.bench_train import SCHEDULE
+    from yolov9k.engine import parse_cli_overrides
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"&& yolov9k train (.*)", readme).group(1).split()
+    flags = [f"{k}={v}" for k, v in zip(command[::2], command[1::2])]
+    assert parse_cli_overrides(flags) == SCHEDULE

@@ -14,9 +14,11 @@ Per epoch (seconds of wall-clock, ``time.perf_counter``; CUDA is synchronised at
 * ``other``: the epoch's wall-clock less all of the above (progress lines, batch plots, callbacks).
 
 ``wall`` runs from ``on_train_epoch_start`` to ``on_fit_epoch_end``; the run also reports ``setup_s``
-(data scan, model, optimizer), ``finish_s`` (final validation of best.pt, plots) and ``run_s``
-(the whole :meth:`fit`). Single process only (DDP ranks other than 0 never reach
-``on_fit_epoch_end``).
+(data scan, model, optimizer), ``finish_s`` (final validation of best.pt, plots), ``run_s``
+(the whole :meth:`fit`) and ``other_s`` (``run_s`` less setup, epochs and finish: the start line,
+the early-stop check between epochs). Single process only (DDP ranks other than 0 never reach
+``on_fit_epoch_end``). ``yolov9k bench train`` (``yolov9k.api.bench_train``) runs it from the command
+line and writes the timing as JSON.
 
 Example:
     >>> t = TimedTrainer({"epochs": 2, "imgsz": 256, "batch": 16, "nbs": 16, "warmup_epochs": 1})
@@ -90,7 +92,7 @@ class TimedTrainer(Trainer):
     """A :class:`Trainer` that records where each epoch's wall-clock goes (see the module docstring).
 
     After :meth:`fit`, ``timing`` holds ``{"epochs": [per-epoch dicts], "total": {phase: seconds},
-    "setup_s", "finish_s", "run_s", "best_map50", "final_metrics"}``; each per-epoch dict has
+    "setup_s", "finish_s", "run_s", "other_s", "best_map50", "final_metrics"}``; each per-epoch dict has
     ``epoch``, ``wall``, every name of :data:`EPOCH_PHASES` and :data:`VAL_PHASES`, ``batches``,
     ``images`` and ``map50`` (None when that epoch was not validated).
     """
@@ -158,6 +160,10 @@ class TimedTrainer(Trainer):
         self.timing["total"] = {
             k: sum(e[k] for e in epochs) for k in ("wall", *EPOCH_PHASES, *VAL_PHASES, "batches", "images")
         }
+        parts = (
+            self.timing.get("setup_s", 0.0) + self.timing["total"]["wall"] + self.timing.get("finish_s", 0.0)
+        )
+        self.timing["other_s"] = self.timing["run_s"] - parts
         maps = [e["map50"] for e in epochs if e["map50"] is not None]
         self.timing["best_map50"] = max(maps) if maps else None
         self.timing["final_metrics"] = {
@@ -249,7 +255,7 @@ def format_timing(timing: dict[str, Any], title: str | None = None) -> str:
         lines.append(row(str(e["epoch"] + 1), e, e["map50"]))
     if "total" in timing:
         lines.append(row("**total**", timing["total"], timing.get("best_map50")))
-    extra = [f"{k} {timing[k]:.1f} s" for k in ("setup_s", "finish_s", "run_s") if k in timing]
+    extra = [f"{k} {timing[k]:.1f} s" for k in ("setup_s", "finish_s", "other_s", "run_s") if k in timing]
     if extra:
         lines += ["", "; ".join(extra)]
     return "\n".join(lines)
