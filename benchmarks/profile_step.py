@@ -37,10 +37,10 @@ def make_step(model_name: str, batch: int, imgsz: int, channels_last: bool):
 
     from yolov9k.engine.optim import build_optimizer
     from yolov9k.loss import DetectionLoss
-    from yolov9k.models import build_model
+    from yolov9k.models import accelerate, build_model
 
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes=80).train()
+    model = accelerate(build_model(model_name, num_classes=80)).train()  # the trainer's model
     x = torch.rand(batch, 3, imgsz, imgsz)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

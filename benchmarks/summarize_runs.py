@@ -1,11 +1,12 @@
-"""Markdown tables from the JSON files of ``train_run.py`` and ``ultralytics_run.py``.
+"""Markdown tables from the JSON files of ``train_run.py``, ``ultralytics_run.py`` and ``official_run.py``.
 
     python benchmarks/summarize_runs.py label=auto.json label2=torch.json ul=ul.json
 
 First table: one row per run (whole-run wall-clock, sum of epochs, setup, final validation, mean
 epoch, best and final mAP50, and the whole run's wall-clock over the first run's). Second table: the
 phase split (seconds summed over epochs; ``step`` = forward_backward + loss + optimizer);
-ultralytics runs fill only the columns their callbacks can see (data, step, validation + save).
+ultralytics and official runs fill only the columns their callbacks can see (data, step, validation +
+save; official runs also setup and final validation).
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ def _f(v: Any, fmt: str = ".1f") -> str:
 
 
 def run_row(label: str, d: dict[str, Any]) -> dict[str, Any]:
-    if d["tool"] == "ultralytics":
+    if "timing" not in d:  # ultralytics_run.py / official_run.py (the same shape)
         total, n = d["total"], len(d["epochs"])
         return {
-            "label": label, "wall": d["wall_s"], "epochs_s": total["wall"], "setup": None, "final": None,
+            "label": label, "wall": d["wall_s"], "epochs_s": total["wall"], "setup": d.get("setup_s"),
+            "final": d.get("finish_s"),
             "per_epoch": total["wall"] / max(n, 1), "best": d["best_map50"],
             "final_map50": d["final_metrics"].get("map50"),
             "split": {"data": total["data"], "step": total["step"], "validation+save": total["val_save"],
-                      "other": total["other"]},
+                      "save": total.get("save"), "other": total["other"]},
         }  # fmt: skip
     t = d["timing"]
     total, n = t["total"], len(t["epochs"])

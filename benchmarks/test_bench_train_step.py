@@ -9,9 +9,9 @@ Full: batch 8, imgsz 320; ``YOLOV9K_BENCH_QUICK=1``: batch 2, imgsz 128.
 from __future__ import annotations
 
 import pytest
+from conftest import device_name, pick
+from profile_step import make_step
 
-from benchmarks.conftest import device_name, pick
-from benchmarks.profile_step import make_step
 from yolov9k.ops import use_backend
 
 BATCH = pick(8, 2)

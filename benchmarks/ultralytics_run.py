@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def copy_dataset(yaml_path: Path, dest: Path) -> Path:
-    """Copy images/ and labels/ of a YOLO dataset to ``dest``; returns the new yaml (absolute path)."""
+    """Copy images/ and labels/ of a YOLO dataset to ``dest`` (without label caches); returns the new
+    yaml (absolute path). Also used by ``official_run.py``."""
     import yaml
 
     cfg = yaml.safe_load(yaml_path.read_text())
@@ -55,8 +56,10 @@ def copy_dataset(yaml_path: Path, dest: Path) -> Path:
     if not root.is_absolute():
         root = (yaml_path.parent / root).resolve()
     for sub in ("images", "labels"):
-        shutil.copytree(root / sub, dest / sub, ignore=shutil.ignore_patterns("*.cache"))
-    out = {"path": str(dest), "train": cfg["train"], "val": cfg["val"], "names": cfg["names"]}
+        shutil.copytree(root / sub, dest / sub, ignore=shutil.ignore_patterns("*.cache", "*.cache.json"))
+    names = cfg["names"]  # a list or an {index: name} dict; both trainers read the dict
+    names = dict(enumerate(names)) if isinstance(names, list) else names
+    out = {"path": str(dest), "train": cfg["train"], "val": cfg["val"], "names": names}
     new = dest / "data.yaml"
     new.write_text(yaml.safe_dump(out, sort_keys=False))
     return new
