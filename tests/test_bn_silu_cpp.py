@@ -391,17 +391,9 @@ def _loss_and_grads(model: nn.Module, imgs: torch.Tensor, targets: torch.Tensor,
     return total.detach(), {k: p.grad for k, p in model.named_parameters()}
 
 
-def _within_eager_noise(
-    ours: torch.Tensor, eager: torch.Tensor, exact: torch.Tensor, what: str, factor: float, rel_floor: float
-) -> None:
-    """Error of ours vs the float64 model <= ``factor`` x the eager float32 model's own error, plus
-    ``rel_floor`` of the tensor's scale."""
-    err = (ours.double() - exact).abs().max().item()
-    err_eager = (eager.double() - exact).abs().max().item()
-    floor = rel_floor * exact.abs().max().item() + 1e-12
-    assert err <= factor * err_eager + floor, (
-        f"{what}: ours {err:.3e} vs eager fp32 {err_eager:.3e} (fp64 ref)"
-    )
+def _flat(tensors) -> torch.Tensor:
+    """The tensors as one flat float64 vector."""
+    return torch.cat([t.detach().double().flatten() for t in tensors])
 
 
 @pytest.fixture(scope="module")
@@ -415,28 +407,51 @@ def gelan_t_batch():
     return model, imgs, targets
 
 
-def test_whole_model_loss_and_gradients(gelan_t_batch):
-    """gelan-t, one training step: loss, gradients and BN buffers after ``accelerate`` (the C++ op in
-    every Conv) are as close to the float64 model as the eager float32 model is."""
+def test_whole_model_float64_equals_the_reference(gelan_t_batch):
+    """gelan-t in float64, one training step with the C++ op in every Conv: loss, every gradient and every
+    BN buffer equal the reference model's to float64 rounding. The model amplifies rounding (BN over
+    2x2 maps): the differences measured were at most 2e-10 of a tensor's scale over four seeds; a wrong
+    channel or a missing term is off by O(1) of it."""
+    model, imgs, targets = gelan_t_batch
+    imgs, targets = imgs.double(), targets.double()
+    ref, ours = copy.deepcopy(model).double(), accelerate(copy.deepcopy(model).double())
+    assert fused_backend("bn_silu", imgs) == "cpp"
+    loss_ref, grads_ref = _loss_and_grads(ref, imgs, targets, "torch")
+    loss, grads = _loss_and_grads(ours, imgs, targets, "auto")
+    assert_close_verbose(loss, loss_ref, rtol=1e-12, atol=0, what="loss")
+    assert [k for k, g in grads.items() if g is None] == [k for k, g in grads_ref.items() if g is None]
+    names = [k for k, g in grads.items() if g is not None]
+    floor = 1e-12 * max(grads_ref[k].abs().max().item() for k in names)
+    for k in names:
+        tol = 1e-7 * grads_ref[k].abs().max().item() + floor
+        assert_close_verbose(grads[k], grads_ref[k], rtol=0, atol=tol, what=f"grad {k}")
+    for (k, a), b in zip(ours.named_buffers(), ref.buffers()):
+        assert_close_verbose(a, b, rtol=0, atol=1e-7 * b.abs().max().item() + 1e-12, what=f"buffer {k}")
+
+
+def test_whole_model_float32_within_eager_rounding(gelan_t_batch):
+    """gelan-t in float32: loss, gradients and BN buffers with the C++ op are about as close to the
+    float64 model as the eager float32 model's. Measured as norms over all gradients (or buffers) together:
+    a single maximum depends on which rounding the model happens to amplify (the ratio of the norms was
+    0.4-2.2 over twelve seeds and two sizes; the float64 test above is the exact check)."""
     model, imgs, targets = gelan_t_batch
     ref, ours, ref64 = copy.deepcopy(model), accelerate(copy.deepcopy(model)), copy.deepcopy(model).double()
     assert fused_backend("bn_silu", imgs) == "cpp"
     loss_ref, grads_ref = _loss_and_grads(ref, imgs, targets, "torch")
     loss, grads = _loss_and_grads(ours, imgs, targets, "auto")
     loss64, grads64 = _loss_and_grads(ref64, imgs.double(), targets.double(), "torch")
-    _within_eager_noise(loss, loss_ref, loss64, "loss", factor=2, rel_floor=1e-6)
-    assert_close_verbose(loss, loss_ref, rtol=2e-5, atol=0, what="loss vs eager fp32")
-    assert [k for k, g in grads.items() if g is None] == [k for k, g in grads_ref.items() if g is None]
+    # the loss too: float32 vs float64 was up to 7e-5 apart (relative) over ten seeds, for eager as for ours
+    for what, value in (("loss", loss), ("eager loss", loss_ref)):
+        assert_close_verbose(value.double(), loss64, rtol=5e-4, atol=0, what=f"{what} vs float64")
     names = [k for k, g in grads.items() if g is not None]
-    # All gradients together: as close to float64 as eager float32 (x2). Each tensor: within 4x eager's
-    # error + 1e-4 of its scale (single tensors whose eager error is luckily small vary more; a real
-    # mistake, e.g. one wrong channel, is off by O(1) of the scale).
-    flat = [torch.cat([g[k].flatten().double() for k in names]) for g in (grads, grads_ref, grads64)]
-    _within_eager_noise(*flat, "all gradients", factor=2, rel_floor=1e-6)
-    for k in names:
-        _within_eager_noise(grads[k], grads_ref[k], grads64[k], f"grad {k}", factor=4, rel_floor=1e-4)
-    for (k, a), b, c in zip(ours.named_buffers(), ref.buffers(), ref64.buffers()):
-        _within_eager_noise(a, b, c, f"buffer {k}", factor=4, rel_floor=1e-4)
+    assert names == [k for k, g in grads_ref.items() if g is not None]
+    cases = {
+        "all gradients": [_flat(g[k] for k in names) for g in (grads, grads_ref, grads64)],
+        "all buffers": [_flat(m.buffers()) for m in (ours, ref, ref64)],
+    }
+    for what, (a, b, c) in cases.items():
+        err, err_eager = (a - c).norm().item(), (b - c).norm().item()
+        assert err <= 5 * err_eager + 1e-6 * c.norm().item(), f"{what}: ours {err:.3e}, eager {err_eager:.3e}"
 
 
 def test_whole_model_forced_torch_is_bit_identical(gelan_t_batch):

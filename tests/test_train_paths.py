@@ -84,9 +84,10 @@ def test_auto_backend_gives_the_reference_losses(tiny_data, tmp_path, reference)
     assert ref_summary["trainer"].bn_silu_backend == "torch"
     if fused:
         # The fused op's batch statistics and SiLU round differently from ATen's (~2e-5 relative on
-        # the first step's loss); train-mode BN over the 2x2 maps of a 64 px image magnifies later
-        # differences as in the channels_last test below.
-        torch.testing.assert_close(got[0], ref[0], rtol=1e-4, atol=1e-6)
+        # the first step's loss here; float32 gelan-t losses on 64 px images were up to 7e-5 from
+        # float64 over ten seeds in tests/test_bn_silu_cpp.py, eager and fused alike); train-mode BN
+        # over the 2x2 maps of a 64 px image magnifies later differences as in the channels_last test.
+        torch.testing.assert_close(got[0], ref[0], rtol=3e-4, atol=1e-6)
         torch.testing.assert_close(got.sum(1), ref.sum(1), rtol=2e-2, atol=1e-3)
     else:
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)  # the C++ assigner is exact
