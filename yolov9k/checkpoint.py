@@ -66,10 +66,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def _plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict in the standard (NCHW-contiguous) layout, whatever memory format it
+    trained in (a channels_last model's tensors are copied; others are the module's own)."""
+    return {k: v.contiguous() for k, v in _unwrap(module).state_dict().items()}
+
+
 def _check_plain(value: Any, where: str) -> Any:
     """``value`` with modules replaced by their state dicts; TypeError for what weights_only refuses."""
     if isinstance(value, nn.Module):
-        return _unwrap(value).state_dict()
+        return _plain_state_dict(value)
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, Mapping):
@@ -88,7 +94,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
 
     The file appears complete or not at all: it is written to a temporary file in the same
     folder, flushed and fsynced, then renamed over ``path``. Modules among ``extra`` (e.g.
-    ``ema=ema_model``) are stored as state dicts.
+    ``ema=ema_model``) are stored as state dicts; every state dict in the standard contiguous layout
+    (a model trained in channels_last saves the same file as one trained in NCHW).
 
     Raises:
         ValueError: ``extra`` reuses a reserved key. TypeError: an entry is not a plain type.
@@ -109,7 +116,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         "names": {int(k): str(v) for k, v in dict(model.names).items()},
         "stride": [float(s) for s in stride] if stride is not None else None,
         "fused": _is_fused(model),
-        "state_dict": model.state_dict(),
+        "state_dict": _plain_state_dict(model),
     }
     ckpt.update({k: _check_plain(v, k) for k, v in extra.items()})
 
