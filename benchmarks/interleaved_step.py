@@ -1,11 +1,14 @@
 """Train-step wall-clock of three paths, alternating round by round (noise on a shared VM hits all
 three alike; pytest-benchmark runs one case after the other).
 
-Paths: ``auto`` (the trainer's model: fused C++ BN + SiLU on CPU), ``torch`` (PyTorch references
-only) and ``old-ref`` (``torch`` with ATen's ``avg_pool2d`` in ADown / AConv: the eager path before
-the depthwise pool). Step = ``profile_step.make_step`` (forward + loss + backward + clip + SGD).
+Paths: ``auto`` (the fused ops: C++ BN + SiLU on CPU), ``torch`` (PyTorch references only) and
+``old-ref`` (``torch`` with ATen's ``avg_pool2d`` in ADown / AConv: the eager path before the
+depthwise pool), each on NCHW tensors; ``auto-cl`` and ``torch-cl`` are ``auto`` and ``torch`` on
+channels_last model and input. Step = ``profile_step.make_step`` (forward + loss + backward + clip +
+SGD). Ratios are against ``torch`` and, when run, ``old-ref``.
 
     python benchmarks/interleaved_step.py --model gelan-t --batch 8 --imgsz 320 --rounds 6
+    python benchmarks/interleaved_step.py --paths auto,torch,auto-cl,torch-cl
 """
 
 from __future__ import annotations
@@ -32,15 +35,26 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--paths", default="auto,torch,old-ref", help="comma-separated, torch included")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pool = blocks.avg_pool_2x2
-    paths = {"auto": ("auto", pool), "torch": ("torch", pool), "old-ref": ("torch", _aten_pool)}
-    steps = {k: make_step(args.model, args.batch, args.imgsz, False)[0] for k in paths}
+    known = {  # path: (backend, 2x2 pool, channels_last)
+        "auto": ("auto", pool, False),
+        "torch": ("torch", pool, False),
+        "old-ref": ("torch", _aten_pool, False),
+        "auto-cl": ("auto", pool, True),
+        "torch-cl": ("torch", pool, True),
+    }
+    names = args.paths.split(",")
+    if "torch" not in names or not set(names) <= set(known):
+        p.error(f"--paths: a comma-separated subset of {', '.join(known)} with torch in it")
+    paths = {k: known[k] for k in names}
+    steps = {k: make_step(args.model, args.batch, args.imgsz, cl)[0] for k, (_, _, cl) in paths.items()}
     ms: dict[str, list[float]] = {k: [] for k in paths}
     try:
         for r in range(args.rounds + 1):  # round 0 warms up
-            for k, (backend, pool_fn) in paths.items():
+            for k, (backend, pool_fn, _) in paths.items():
                 blocks.avg_pool_2x2 = pool_fn
                 with use_backend(backend):
                     t0 = time.perf_counter()
@@ -52,11 +66,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     med = {k: sorted(v)[len(v) // 2] for k, v in ms.items()}
     head = f"{args.model} B={args.batch} {args.imgsz}px, {args.threads} threads, {args.rounds} rounds"
     print(head)
-    print("| path | median ms | rounds | torch / path | old-ref / path |")
-    print("| --- | ---: | --- | ---: | ---: |")
+    bases = [b for b in ("torch", "old-ref") if b in med]
+    print("| path | median ms | rounds | " + " | ".join(f"{b} / path" for b in bases) + " |")
+    print("| --- | ---: | --- |" + " ---: |" * len(bases))
     for k, v in ms.items():
         rounds = ", ".join(f"{x:.0f}" for x in v)
-        ratios = f"{med['torch'] / med[k]:.3f} | {med['old-ref'] / med[k]:.3f}"
+        ratios = " | ".join(f"{med[b] / med[k]:.3f}" for b in bases)
         print(f"| {k} | {med[k]:.1f} | {rounds} | {ratios} |")
     return ms
 
