@@ -181,6 +181,23 @@ def test_convert_bench_demo_end_to_end(fixtures_dir, tmp_path, capsys):
     assert "box_iou" in table and "torch" in table and "postprocess" not in table
 
 
+@pytest.mark.parametrize(
+    "argv, want",
+    [
+        (["--channels-last"], {"channels_last": True}),  # a flag alone, as before 'auto' existed
+        (["--channels-last", "auto"], {"channels_last": "auto"}),
+        (["--channels-last", "false", "--plots"], {"channels_last": False, "plots": True}),
+    ],
+)
+def test_train_flags_may_stand_alone(monkeypatch, capsys, argv, want):
+    import yolov9k.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "train", lambda **overrides: seen.append(overrides) or {})
+    assert main(["train", *argv]) == 0
+    assert seen == [want]
+
+
 def test_train_end_to_end(demo_yaml, tmp_path, capsys):
     small = ["--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--workers", "0", "--device", "cpu"]
     where = ["--project", str(tmp_path), "--name", "t", "--plots", "false"]

@@ -63,6 +63,8 @@ def test_unknown_option_suggests_the_closest_key():
         ("epochs", 0, "> 0"),
         ("lr0", float("nan"), "finite"),
         ("amp", "fp8", "one of"),
+        ("channels_last", "yes", "one of"),
+        ("channels_last", 1, "one of"),
         ("cos_lr", 1, "True or False"),
         ("iou", 1.5, r"\[0, 1\]"),
     ],
@@ -87,6 +89,25 @@ def test_overrides_and_cli_parsing():
     assert resolve_config({"hyp": {"mosaic": 0.5}, "lr0": 0.03})["mosaic"] == 0.5
     with pytest.raises(ConfigError, match="did you mean 'mixup'"):
         resolve_config({"hyp": {"mixupp": 0.1}})
+
+
+@pytest.mark.parametrize(
+    "setting, device, capability, want",
+    [
+        ("auto", "cpu", "AVX512", True),  # measured faster there (benchmarks/RESULTS.md)
+        ("auto", "cpu", "AVX2", False),  # measured slower there
+        ("auto", "cpu", "DEFAULT", False),
+        ("auto", "cuda", "AVX512", False),  # not measured on a GPU yet
+        (True, "cpu", "AVX2", True),
+        (False, "cpu", "AVX512", False),
+    ],
+)
+def test_channels_last_auto_follows_the_cpu_capability(monkeypatch, setting, device, capability, want):
+    from yolov9k.runtime import use_channels_last
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert resolve_config({"channels_last": setting})["channels_last"] == setting
+    assert use_channels_last(setting, torch.device(device)) is want
 
 
 # ---- optimizer, schedule, EMA -------------------------------------------------------------------------
@@ -183,6 +204,13 @@ def test_two_epochs_write_the_run_files(tiny_run):
         assert (d / f).is_file(), f
     args = yaml.safe_load((d / "args.yaml").read_text())
     assert args["epochs"] == 2 and args["imgsz"] == 64 and args["nbs"] == 4
+
+    # the default layout ("auto") is the CPU's measured best one, and the model trained in it
+    from yolov9k.runtime import use_channels_last
+
+    assert trainer.channels_last is use_channels_last("auto", torch.device("cpu"))
+    deep_conv = trainer.net.model[1].conv.weight  # (32, 16, 3, 3)
+    assert deep_conv.is_contiguous(memory_format=torch.channels_last) is trainer.channels_last
 
     ck = torch.load(d / "weights" / "last.pt", map_location="cpu", weights_only=True)
     assert ck["format"] == "yolov9k" and ck["epoch"] == 1 and ck["trainer_version"] == 1

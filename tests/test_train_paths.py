@@ -21,9 +21,10 @@ from yolov9k.ops import use_backend
 from yolov9k.ops._extension import has_native_kernel
 from yolov9k.ops.fused import fused_backend
 
+# channels_last False: NCHW unless a test asks for NHWC ("auto" would pick the layout by CPU)
 TINY = dict(
     model="gelan-t", epochs=1, imgsz=64, batch=4, workers=0, device="cpu", nbs=4, warmup_epochs=0.0,
-    lr0=0.01, plots=False, verbose=False, val=False, mosaic=0.0,
+    lr0=0.01, plots=False, verbose=False, val=False, mosaic=0.0, channels_last=False,
 )  # fmt: skip
 
 
@@ -67,6 +68,8 @@ def _assert_plain_checkpoint(path) -> None:
     ckpt = load_checkpoint(path)
     plain = build_model("gelan-t", num_classes=5).state_dict()
     assert list(ckpt["state_dict"]) == list(plain)  # the plain model's keys: no wrapper prefixes
+    for entry in ("state_dict", "ema"):  # the standard layout, also after a channels_last run
+        assert all(v.is_contiguous() for v in ckpt[entry].values()), entry
     assert type(load_model(path)).__name__ == "DetectionModel"
     assert {type(m) for m in load_model(path).modules() if isinstance(m, Conv)} == {Conv}
 

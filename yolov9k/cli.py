@@ -47,7 +47,7 @@ from yolov9k.api.val import OPTIONS as VAL_OPTIONS
 from yolov9k.api.val import val
 from yolov9k.data.demo import default_demo_root, generate_demo_dataset
 from yolov9k.engine import train
-from yolov9k.engine.config import DEFAULTS, HELP, HYP_KEYS, parse_cli_overrides, resolve_config
+from yolov9k.engine.config import DEFAULTS, FLAG_KEYS, HELP, HYP_KEYS, parse_cli_overrides, resolve_config
 from yolov9k.version import __version__
 
 __all__ = ["main", "build_parser", "VERBS"]
@@ -93,8 +93,8 @@ def _add_train_options(parser: argparse.ArgumentParser, defaults: Mapping[str, A
     for key, default in defaults.items():
         group = hyp if key in HYP_KEYS else parser
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": "VALUE"}
-        if isinstance(default, bool):
-            kw.update(nargs="?", const="true", metavar="BOOL")
+        if key in FLAG_KEYS:
+            kw.update(nargs="?", const="true", metavar="BOOL" if isinstance(default, bool) else "VALUE")
         group.add_argument(
             f"--{key.replace('_', '-')}", dest=key, help=f"{HELP[key]} (default: {default})", **kw
         )

@@ -1,4 +1,5 @@
-"""Where a run happens: the torch device from what users type, and the run's output folder.
+"""Where a run happens: the torch device from what users type, the memory format that suits it, and the
+run's output folder.
 
 Below both ``yolov9k.engine`` (training) and ``yolov9k.api`` (the user-facing verbs), which use them.
 """
@@ -13,7 +14,7 @@ import torch
 
 from yolov9k.io.files import make_output_dir
 
-__all__ = ["select_device", "run_dir", "default_project"]
+__all__ = ["select_device", "use_channels_last", "run_dir", "default_project"]
 
 
 def select_device(device: str | int | torch.device | None = None) -> torch.device:
@@ -51,6 +52,20 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError("device='mps' is not available on this machine")
     return dev
+
+
+def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """Whether a training run on ``device`` keeps its model and inputs in channels_last (NHWC).
+
+    ``setting`` True or False is the answer. ``"auto"`` chooses NHWC on a CPU whose ATen kernels are
+    AVX-512 (``torch.backends.cpu.get_cpu_capability()``): there oneDNN's NHWC convolutions made the
+    train step 1.18-1.28x faster than NCHW, while on an AVX2-only CPU they were slower (596 vs 519 ms
+    of oneDNN time per step); benchmarks/RESULTS.md, issue 14. Elsewhere (CUDA included, not measured
+    yet) NCHW.
+    """
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def run_dir(

@@ -68,8 +68,8 @@ def bench_train(
         **overrides: training options (``yolov9k.engine.config.DEFAULTS``) over :data:`SCHEDULE`;
             without ``project`` the run folder is a temporary one, deleted after the run.
     Returns:
-        ``{"tool", "backend", "options", "loader_workers", "env", "wall_s", "timing", "best_map50",
-        "final_metrics"}``: ``wall_s`` is the whole run (construction to summary), ``timing`` is
+        ``{"tool", "backend", "options", "loader_workers", "channels_last", "env", "wall_s", "timing",
+        "best_map50", "final_metrics"}``: ``wall_s`` is the whole run (construction to summary), ``timing`` is
         ``TimedTrainer.timing`` (per-epoch phases, their totals, ``setup_s``, ``finish_s``, ``run_s``
         and ``other_s``, the run's time outside setup, epochs and the final validation).
     """
@@ -92,6 +92,7 @@ def bench_train(
         "backend": used_backend,
         "options": {k: trainer.args[k] for k in RECORDED},
         "loader_workers": int(trainer.train_loader.num_workers),
+        "channels_last": trainer.channels_last,  # the memory format the run used ("auto" resolved)
         "env": env,
         "wall_s": wall,
         "timing": trainer.timing,
@@ -136,6 +137,7 @@ def _environment(device: torch.device, load_before: float | None) -> dict[str, A
         "threads": torch.get_num_threads(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "python": platform.python_version(),

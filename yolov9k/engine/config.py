@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULTS",
     "HELP",
     "HYP_KEYS",
+    "FLAG_KEYS",
     "ConfigError",
     "resolve_config",
     "parse_cli_overrides",
@@ -61,7 +62,8 @@ _TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
     "seed":             (0, "global seed (data order, augmentation and init)"),
     "deterministic":    (True, "deterministic algorithms (resume reproduces weights exactly on CPU)"),
     "amp":              ("auto", "'auto' (fp16 on CUDA, off on CPU) | 'fp16' | 'bf16' | False"),
-    "channels_last":    (False, "NHWC memory format for the model and its inputs"),
+    "channels_last":    ("auto", "NHWC model and inputs: True | False | 'auto' (on for a CPU with AVX-512 "
+                                 "kernels, where it was measured faster; off elsewhere)"),
     "compile":          (False, "torch.compile the training model"),
     "sync_bn":          (False, "SyncBatchNorm in DDP (CUDA only)"),
     "dist_timeout":     (600, "seconds a DDP rank waits for the others before failing with an error"),
@@ -98,13 +100,16 @@ _INT_KEYS = frozenset(
 )
 _FLOAT_KEYS = frozenset({"clip_grad", "ema_decay", "ema_tau", "conf", "iou", *HYP_KEYS})
 _BOOL_KEYS = frozenset(
-    {"cos_lr", "deterministic", "channels_last", "compile", "sync_bn", "rect", "val", "exist_ok", "plots"}
+    {"cos_lr", "deterministic", "compile", "sync_bn", "rect", "val", "exist_ok", "plots"}
     | {"verbose", "background_only"}
 )
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("SGD", "Adam", "AdamW"),
     "amp": ("auto", "fp16", "bf16", False),
+    "channels_last": ("auto", True, False),
 }
+# Options that a command-line flag may give alone (``--plots`` = ``--plots true``).
+FLAG_KEYS = _BOOL_KEYS | {k for k, choices in _CHOICES.items() if True in choices}
 _PATH_KEYS = frozenset({"model", "data", "pretrained", "device", "cache_dir", "project", "name", "hyp"})
 _POSITIVE = frozenset({"epochs", "imgsz", "batch", "nbs", "dist_timeout", "max_det", "ema_tau", "val_period"})
 _UNIT_RANGE = frozenset({"conf", "iou", "ema_decay", "lrf", "momentum", "warmup_momentum"})
@@ -140,7 +145,7 @@ def _coerce(key: str, value: Any) -> Any:
     elif key in _CHOICES:
         if value is True and key == "amp":
             value = "auto"
-        if value not in _CHOICES[key]:
+        if not isinstance(value, str | bool) or value not in _CHOICES[key]:
             raise bad(f"one of {_CHOICES[key]}")
         return value
     elif key == "resume":

@@ -60,7 +60,7 @@ from yolov9k.engine.validate import validate
 from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, accelerate, build_model
-from yolov9k.runtime import default_project, run_dir, select_device
+from yolov9k.runtime import default_project, run_dir, select_device, use_channels_last
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
 
@@ -214,7 +214,8 @@ class Trainer:
     ``device``, ``dist`` (DistInfo), ``model`` (the training module, maybe DDP/compiled),
     ``net`` (the unwrapped DetectionModel), ``ema``, ``optimizer``, ``scaler``, ``loss_fn``,
     ``train_loader``, ``val_loader``, ``save_dir``, ``epoch``, ``start_epoch``, ``best_fitness``,
-    ``nan_skips``, ``metrics`` (last validation; empty after an epoch without one), and per batch
+    ``nan_skips``, ``channels_last`` (the memory format used, ``"auto"`` resolved), ``metrics`` (last
+    validation; empty after an epoch without one), and per batch
     ``mloss`` (the epoch's running mean loss items, a tensor on ``device``).
     """
 
@@ -399,7 +400,8 @@ class Trainer:
         net.names = dict(self.names)
         net.hyp = self.hyp
         net = net.to(self.device).float().train()
-        if a["channels_last"]:
+        self.channels_last = use_channels_last(a["channels_last"], self.device)
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         # The fused ops where they were measured faster (benchmarks/RESULTS.md, issue 14): the C++
         # BN + SiLU on CPU, the Triton kernels on CUDA. Same parameters and state-dict keys (checkpoints
@@ -501,7 +503,7 @@ class Trainer:
     def preprocess(self, imgs: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) -> float 0-1 on the device (NHWC with channels_last)."""
         x = imgs.to(self.device, non_blocking=True).float() / 255
-        if self.args["channels_last"]:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -617,7 +619,7 @@ class Trainer:
         a = self.args
         return validate(
             self.ema.ema, self.val_loader, self.names, loss_fn=self.val_loss_fn, conf=a["conf"], iou=a["iou"],
-            max_det=a["max_det"], device=self.device, half=bool(self.amp), channels_last=a["channels_last"],
+            max_det=a["max_det"], device=self.device, half=bool(self.amp), channels_last=self.channels_last,
         )  # fmt: skip
 
     # ---- saving ------------------------------------------------------------------------------------------
@@ -708,7 +710,8 @@ class Trainer:
         self.log(
             f"training {a['model']} on {a['data']}: {a['epochs']} epochs, imgsz {self.imgsz}, "
             f"batch {a['batch']} (x{self.accumulate_nominal} accumulation), device {self.device}"
-            f"{f', {self.dist.world_size} ranks' if self.dist.enabled else ''}, amp {self.amp}; "
+            f"{f', {self.dist.world_size} ranks' if self.dist.enabled else ''}, amp {self.amp}, "
+            f"{'channels_last' if self.channels_last else 'NCHW'}; "
             f"results in {self.save_dir}"
         )
         epoch = self.start_epoch - 1
