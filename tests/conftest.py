@@ -40,6 +40,20 @@ def assert_close_verbose(
         )
 
 
+def make_batchnorm(
+    c: int, *, eps: float, momentum: float | None, dtype: torch.dtype = torch.float32, seed: int = 1
+) -> torch.nn.BatchNorm2d:
+    """BatchNorm2d with non-trivial affine parameters and running statistics (the bn_silu tests)."""
+    g = torch.Generator().manual_seed(seed)
+    bn = torch.nn.BatchNorm2d(c, eps=eps, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=g))
+        bn.running_mean.copy_(torch.randn(c, generator=g))
+        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    return bn.to(dtype)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The official reference data (tests/fixtures/README.md), unpacked and checked; a missing or

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import assert_close_verbose
+from conftest import assert_close_verbose, make_batchnorm
 from torch import nn
 
 from yolov9k.loss import DetectionLoss
@@ -66,15 +66,7 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10
 
 
 def make_bn(c: int, dtype: torch.dtype = torch.float32, momentum: float | None = MOMENTUM, seed: int = 1):
-    """BatchNorm2d with non-trivial affine parameters and running statistics."""
-    g = torch.Generator().manual_seed(seed)
-    bn = nn.BatchNorm2d(c, eps=EPS, momentum=momentum)
-    with torch.no_grad():
-        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
-        bn.bias.copy_(torch.randn(c, generator=g))
-        bn.running_mean.copy_(torch.randn(c, generator=g))
-        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return bn.to(dtype)
+    return make_batchnorm(c, eps=EPS, momentum=momentum, dtype=dtype, seed=seed)
 
 
 def make_input(shape, dtype=torch.float32, seed: int = 0, scale: float = 2.0, offset: float = 1.5):

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import assert_close_verbose, requires_cuda
+from conftest import assert_close_verbose, make_batchnorm, requires_cuda
 from torch import nn
 
 from yolov9k.ops import use_backend
@@ -50,14 +50,7 @@ def make_input(shape, layout: str, dtype: torch.dtype, seed: int = 0) -> torch.T
 
 
 def make_bn(c: int, seed: int = 1) -> nn.BatchNorm2d:
-    g = torch.Generator().manual_seed(seed)
-    bn = nn.BatchNorm2d(c, eps=EPS, momentum=MOMENTUM)
-    with torch.no_grad():
-        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
-        bn.bias.copy_(torch.randn(c, generator=g))
-        bn.running_mean.copy_(torch.randn(c, generator=g))
-        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return bn
+    return make_batchnorm(c, eps=EPS, momentum=MOMENTUM, seed=seed)
 
 
 def run_ours(x, bn: nn.BatchNorm2d, grad: torch.Tensor | None):
