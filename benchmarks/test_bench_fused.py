@@ -11,7 +11,9 @@ CPU cases (also in quick mode, smaller):
   * the reference ``bn_silu`` vs eager BatchNorm2d + SiLU (both torch), forward;
   * training forward + backward of ``bn_silu`` (float32, NCHW, running-stat update included): the
     C++ op (``bn_silu_cpp``) vs the reference (eager BatchNorm2d + SiLU) at gelan-t's shapes of a
-    batch of 8 at 320 px, (8, 16, 160, 160), (8, 64, 40, 40) and (8, 128, 20, 20).
+    batch of 8 at 320 px, (8, 16, 160, 160), (8, 64, 40, 40) and (8, 128, 20, 20);
+  * forward + backward of ADown / AConv's 2x2 average pool: ``avg_pool_2x2`` (a depthwise conv on
+    CPU NCHW) vs ATen's ``avg_pool2d``, at (8, 64, 40, 40) and (8, 32, 80, 80).
 
 The measured crossovers are meant to fill ``yolov9k.ops.fused._triton_worth_it`` (TODO(gpu)).
 """
@@ -23,12 +25,13 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import QUICK, device_name, pick, requires_cuda, synchronize
 from torch import nn
 
 from yolov9k.models import build_model
 from yolov9k.models.accelerate import accelerate
-from yolov9k.models.blocks import SPPELAN, RepNCSPELAN4
+from yolov9k.models.blocks import SPPELAN, RepNCSPELAN4, avg_pool_2x2
 from yolov9k.ops import use_backend
 from yolov9k.ops._extension import has_native_kernel
 from yolov9k.ops.fused import bn_silu_cpp, bn_silu_reference
@@ -44,6 +47,10 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CPU_TRAIN_SHAPES = [
     pick(s, (2, s[1], s[2] // 4, s[3] // 4)) for s in ((8, 16, 160, 160), (8, 64, 40, 40), (8, 128, 20, 20))
 ]
+
+
+# ADown / AConv pool inputs of gelan-t at batch 8, 320 px (quick: batch 2, a quarter of the size).
+CPU_POOL_SHAPES = [pick(s, (2, s[1], s[2] // 4, s[3] // 4)) for s in ((8, 64, 40, 40), (8, 32, 80, 80))]
 
 
 def _time(benchmark, fn, device) -> None:
@@ -179,5 +186,24 @@ def test_cpu_bn_silu_train_forward_backward(benchmark, shape, provider):
 
     benchmark.extra_info.update(
         device=device_name("cpu"), dtype="fp32", mode="train-forward-backward", shape=list(shape), quick=QUICK
+    )
+    _time(benchmark, fn, "cpu")
+
+
+@pytest.mark.parametrize("provider", ["avg_pool2d", "depthwise_conv"])
+@pytest.mark.parametrize("shape", CPU_POOL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cpu_avg_pool_2x2_forward_backward(benchmark, shape, provider):
+    """CPU, float32 NCHW: the 2x2/1 average pool of ADown / AConv, forward + backward to x."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).requires_grad_()
+    grad = torch.randn(shape[0], shape[1], shape[2] - 1, shape[3] - 1, generator=gen)
+    pool = avg_pool_2x2 if provider == "depthwise_conv" else lambda t: F.avg_pool2d(t, 2, 1, 0, False, True)
+
+    def fn():
+        pool(x).backward(grad)
+        x.grad = None
+
+    benchmark.extra_info.update(
+        device=device_name("cpu"), dtype="fp32", mode="forward-backward", shape=list(shape), quick=QUICK
     )
     _time(benchmark, fn, "cpu")
