@@ -57,6 +57,123 @@ def _to_original(boxes: torch.Tensor, net_hw: tuple[int, int], shape: Any) -> to
     return scale_boxes(net_hw, boxes, (int(hw0[0]), int(hw0[1])), ratio_pad)
 
 
+class _ValidationRun:
+    """One pass over a validation set: the model in its inference setting, the metric accumulators
+    and the per-stage timers (preprocess, inference, postprocess)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Mapping[int, str] | None,
+        loss_fn: Any,
+        device: str | torch.device | None,
+        half: bool,
+        channels_last: bool,
+    ) -> None:
+        params = next(iter(model.parameters()), None)
+        if device is None:
+            device = params.device if params is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model, self.loss_fn, self.channels_last = model, loss_fn, channels_last
+        self.nc = nc = int(model.nc)
+        default_names = getattr(model, "names", {i: str(i) for i in range(nc)})
+        self.names = dict(names if names is not None else default_names)
+        self.autocast = (
+            torch.autocast(
+                self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            )
+            if half
+            else nullcontext()
+        )
+        self.evaluator = DetectionEvaluator(nc)
+        self.confusion = ConfusionMatrix(nc, conf=0.25, iou_thres=0.45)
+        self.loss_sum = torch.zeros(3, device=self.device)
+        self.n_batches = self.n_images = 0
+        self.seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        model.eval()
+
+    def _timed(self, stage: str, t0: float) -> float:
+        _sync(self.device)
+        t1 = time.perf_counter()
+        self.seconds[stage] += t1 - t0
+        return t1
+
+    def infer(
+        self, imgs: torch.Tensor, targets: torch.Tensor, conf: float, iou: float, max_det: int
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Network input, targets on the device and the post-processed detections of one batch."""
+        t0 = time.perf_counter()
+        x = imgs.to(self.device, non_blocking=True).float() / 255
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(self.device).float()
+        t0 = self._timed("preprocess", t0)
+        with self.autocast:
+            if self.loss_fn is not None:
+                y, maps = self.model(x, return_maps=True)
+            else:
+                y, maps = self.model(x), None
+        if self.loss_fn is not None:
+            self.loss_sum += self.loss_fn(maps, targets)[1].detach().float().reshape(-1)[:3]
+        t0 = self._timed("inference", t0)
+        dets = postprocess(y.float(), conf, iou, max_det=max_det, multi_label=True)
+        self._timed("postprocess", t0)
+        return x, targets, dets
+
+    def update(
+        self, net_hw: tuple[int, int], targets: torch.Tensor, dets: list[torch.Tensor], shapes: Any
+    ) -> list[torch.Tensor]:
+        """Match a batch's detections with its targets in original-image pixels; returns the
+        detections in those pixels (CPU)."""
+        h, w = net_hw
+        preds_o, gts_o = [], []
+        for i, det in enumerate(dets):
+            shape = shapes[i] if shapes is not None and i < len(shapes) else None
+            gt = _image_targets(targets, i, h, w).cpu()
+            det = det.detach().cpu().clone()
+            det[:, :4] = _to_original(det[:, :4], (h, w), shape)
+            gt[:, 1:] = _to_original(gt[:, 1:].clone(), (h, w), shape)
+            preds_o.append(det)
+            gts_o.append(gt)
+            self.confusion.process_batch(det, gt)
+        self.evaluator.update(preds_o, gts_o)
+        self.n_batches += 1
+        self.n_images += len(dets)
+        return preds_o
+
+    def finish(self, plots_dir: Path | None) -> dict[str, Any]:
+        """The metrics dict of :func:`validate`; the PR curve and confusion matrix in ``plots_dir``."""
+        m = self.evaluator.compute()
+        names, nc = self.names, self.nc
+        per_class = {
+            names.get(c, str(c)): {
+                "ap50_95": float(m["per_class_ap50_95"][c]),
+                "ap50": float(m["per_class_ap50"][c]),
+                "targets": int(m["per_class_targets"][c]),
+            }
+            for c in range(nc)
+        }
+        has_loss = self.loss_fn is not None
+        per_img = 1e3 / max(self.n_images, 1)
+        out: dict[str, Any] = {
+            **{k: float(m[k]) for k in ("map50_95", "map50", "map75", "precision", "recall")},
+            "per_class": per_class,
+            "loss": (self.loss_sum / max(self.n_batches, 1)).cpu().tolist() if has_loss else None,
+            "speed": {stage: s * per_img for stage, s in self.seconds.items()},
+            "num_images": int(m["num_images"]),
+            "num_targets": int(m["num_targets"]),
+            "pr_curve": m["pr_curve"],
+            "confusion_matrix": np.asarray(self.confusion.matrix),
+        }
+        out["fitness"] = fitness(out)
+        if plots_dir is not None:
+            plots_dir.mkdir(parents=True, exist_ok=True)
+            name_list = [names.get(i, str(i)) for i in range(nc)]
+            plot_pr_curve(m["pr_curve"], name_list, plots_dir / "PR_curve.png")
+            self.confusion.plot(plots_dir / "confusion_matrix.png", names=name_list)
+        return out
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -96,112 +213,20 @@ def validate(
         None without ``loss_fn``), ``speed`` ({"preprocess", "inference", "postprocess"} ms per image),
         ``num_images``, ``num_targets``, ``pr_curve`` and ``confusion_matrix`` (np arrays).
     """
-    params = next(iter(model.parameters()), None)
-    device = (
-        torch.device(device)
-        if device is not None
-        else (params.device if params is not None else torch.device("cpu"))
-    )
-    nc = int(model.nc)
-    names = (
-        dict(names) if names is not None else dict(getattr(model, "names", {i: str(i) for i in range(nc)}))
-    )
-    model.eval()
-    autocast = (
-        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
-        if half
-        else nullcontext()
-    )
-    evaluator = DetectionEvaluator(nc)
-    confusion = ConfusionMatrix(nc, conf=0.25, iou_thres=0.45)
-    loss_sum = torch.zeros(3, device=device)
-    n_batches = n_images = 0
-    t_pre = t_inf = t_post = 0.0
+    run = _ValidationRun(model, names, loss_fn, device, half, channels_last)
     plots_dir = Path(plots_dir) if plots_dir is not None else None
-
     batches = dataloader
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(dataloader, desc=f"{'':>11}{'val':>11}", leave=False)
-
     for bi, batch in enumerate(batches):
         imgs, targets, files, shapes = batch[:4]
-        t0 = time.perf_counter()
-        x = imgs.to(device, non_blocking=True).float() / 255
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device).float()
-        _sync(device)
-        t1 = time.perf_counter()
-        with autocast:
-            if loss_fn is not None:
-                y, maps = model(x, return_maps=True)
-            else:
-                y, maps = model(x), None
-        if loss_fn is not None:
-            loss_sum += loss_fn(maps, targets)[1].detach().float().reshape(-1)[:3]
-        _sync(device)
-        t2 = time.perf_counter()
-        dets = postprocess(y.float(), conf, iou, max_det=max_det, multi_label=True)
-        _sync(device)
-        t3 = time.perf_counter()
-        t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
-
-        h, w = x.shape[2:]
-        preds_o, gts_o = [], []
-        for i, det in enumerate(dets):
-            shape = shapes[i] if shapes is not None and i < len(shapes) else None
-            gt = _image_targets(targets, i, h, w).cpu()
-            det = det.detach().cpu().clone()
-            det[:, :4] = _to_original(det[:, :4], (h, w), shape)
-            gt[:, 1:] = _to_original(gt[:, 1:].clone(), (h, w), shape)
-            preds_o.append(det)
-            gts_o.append(gt)
-            confusion.process_batch(det, gt)
-        evaluator.update(preds_o, gts_o)
+        x, targets, dets = run.infer(imgs, targets, conf, iou, max_det)
+        preds_o = run.update(tuple(x.shape[2:]), targets, dets, shapes)
         if on_batch is not None:
             on_batch(list(files), preds_o)
         if plots_dir is not None and bi < 3:
-            plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_labels.jpg", names)
-            plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_pred.jpg", names, preds=dets)
-        n_batches += 1
-        n_images += len(dets)
-
-    m = evaluator.compute()
-    per_class_targets = m["per_class_targets"]
-    per_class = {
-        names.get(c, str(c)): {
-            "ap50_95": float(m["per_class_ap50_95"][c]),
-            "ap50": float(m["per_class_ap50"][c]),
-            "targets": int(per_class_targets[c]),
-        }
-        for c in range(nc)
-    }
-    loss = (loss_sum / max(n_batches, 1)).cpu().tolist() if loss_fn is not None else None
-    per_img = 1e3 / max(n_images, 1)
-    out: dict[str, Any] = {
-        "map50_95": float(m["map50_95"]),
-        "map50": float(m["map50"]),
-        "map75": float(m["map75"]),
-        "precision": float(m["precision"]),
-        "recall": float(m["recall"]),
-        "per_class": per_class,
-        "loss": loss,
-        "speed": {
-            "preprocess": t_pre * per_img,
-            "inference": t_inf * per_img,
-            "postprocess": t_post * per_img,
-        },
-        "num_images": int(m["num_images"]),
-        "num_targets": int(m["num_targets"]),
-        "pr_curve": m["pr_curve"],
-        "confusion_matrix": np.asarray(confusion.matrix),
-    }
-    out["fitness"] = fitness(out)
-    if plots_dir is not None:
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        name_list = [names.get(i, str(i)) for i in range(nc)]
-        plot_pr_curve(m["pr_curve"], name_list, plots_dir / "PR_curve.png")
-        confusion.plot(plots_dir / "confusion_matrix.png", names=name_list)
-    return out
+            plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_labels.jpg", run.names)
+            plot_batch(imgs, targets.cpu(), plots_dir / f"val_batch{bi}_pred.jpg", run.names, preds=dets)
+    return run.finish(plots_dir)
