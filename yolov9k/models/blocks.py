@@ -70,15 +70,21 @@ def _resolve_act(act: bool | nn.Module | None) -> nn.Module:
     return nn.Identity()
 
 
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(scale, shift)``, (C,) each, with ``bn(x) == x * scale + shift`` in eval mode, in the
+    float order of the official fusions (Conv and RepConvN alike)."""
+    std = torch.sqrt(bn.running_var + bn.eps)
+    return bn.weight / std, bn.bias - bn.weight * bn.running_mean / std
+
+
 @torch.no_grad()
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Fold ``bn`` into ``conv`` (modified in place and returned): a biased conv equal to
     ``bn(conv(x))`` in eval mode, in the float order of the official fusion. Parameters are frozen."""
-    # Row scaling by gamma / sqrt(var + eps): bit-identical to the official diag(scale) @ W product
-    # (each output element is one product plus exact zeros) without building the diagonal matrix.
-    scale = bn.weight.div(torch.sqrt(bn.eps + bn.running_var))
-    b_bn = bn.bias - bn.weight.mul(bn.running_mean).div(torch.sqrt(bn.running_var + bn.eps))
-    bias = b_bn if conv.bias is None else conv.bias * scale + b_bn
+    # Row scaling: bit-identical to the official diag(scale) @ W product (each output element is
+    # one product plus exact zeros) without building the diagonal matrix.
+    scale, shift = bn_scale_shift(bn)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
     conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
     return conv
@@ -182,10 +188,8 @@ class RepConvN(nn.Module):
 
     @staticmethod
     def _folded(branch: Conv) -> tuple[Tensor, Tensor]:
-        bn = branch.bn
-        std = (bn.running_var + bn.eps).sqrt()
-        t = (bn.weight / std).reshape(-1, 1, 1, 1)
-        return branch.conv.weight * t, bn.bias - bn.running_mean * bn.weight / std
+        scale, shift = bn_scale_shift(branch.bn)
+        return branch.conv.weight * scale.reshape(-1, 1, 1, 1), shift
 
     @torch.no_grad()
     def fuse(self) -> None:
