@@ -479,7 +479,7 @@ class ConfusionMatrix:
 
         Returns the path written, or ``None`` when matplotlib is not installed.
         """
-        plt = _pyplot()
+        plt = agg_pyplot()
         if plt is None:
             return None
         array = self.matrix / (self.matrix.sum(0, keepdims=True) + 1e-9) if normalize else self.matrix.copy()
@@ -506,8 +506,8 @@ class ConfusionMatrix:
         return path
 
 
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is absent."""
+def agg_pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib (optional) is not installed."""
     try:
         import matplotlib
 
@@ -526,7 +526,7 @@ def plot_pr_curve(
     Classes without gt (nan rows) are skipped. Returns the path written, or ``None`` when matplotlib
     is not installed.
     """
-    plt = _pyplot()
+    plt = agg_pyplot()
     if plt is None:
         return None
     recall, precision, ap50 = pr_curve["recall"], pr_curve["precision"], pr_curve["ap50"]

@@ -11,27 +11,16 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from yolov9k.metrics import agg_pyplot
+
 __all__ = ["plot_results", "plot_batch", "read_results_csv"]
 
 LOGGER = logging.getLogger("yolov9k")
-
-
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def read_results_csv(path: str | Path) -> dict[str, np.ndarray]:
@@ -58,7 +47,7 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path | 
 
     Returns the image path, or None when matplotlib is missing or the file has no rows.
     """
-    plt = _pyplot()
+    plt = agg_pyplot()
     if plt is None:
         LOGGER.info("matplotlib not installed: results.png skipped")
         return None
