@@ -89,3 +89,9 @@ def test_resume_can_extend_a_finished_run_but_not_change_its_setup(tiny_data, tm
     assert ext["save_dir"] == first["save_dir"] and load_checkpoint(ext["last"])["epoch"] == 1
     with pytest.raises(FileNotFoundError, match="not found"):
         train(resume=str(tmp_path / "nothing.pt"))
+
+
+@pytest.mark.parametrize("resume", [3, 2.5, ["last.pt"]])
+def test_resume_of_another_type_is_a_config_error(resume, tmp_path):
+    with pytest.raises(ConfigError, match="expected True or a path to last.pt"):
+        Trainer({"resume": resume, "project": str(tmp_path)})

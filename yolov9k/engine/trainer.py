@@ -241,9 +241,9 @@ class Trainer:
     # ---- configuration -----------------------------------------------------------------------------------
     def _resume_args(self, resume: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         """The run's saved args, updated with the overrides resume allows (others must not change)."""
-        path = find_last_run(overrides.get("project")) if resume is True else Path(resume)
         if not isinstance(resume, bool | str | os.PathLike):
             raise ConfigError(f"resume={resume!r}: expected True or a path to last.pt")
+        path = find_last_run(overrides.get("project")) if resume is True else Path(resume)
         ckpt = load_checkpoint(path)
         if ckpt.get("trainer_version") is None or "optimizer" not in ckpt:
             raise ValueError(f"{path} has no trainer state (optimizer, epoch): it cannot be resumed")
