@@ -1,10 +1,10 @@
 """The package's import graph points one way: each module imports only its own package or lower layers.
 
-Layers, lowest first: ``kernels`` (Triton; torch, triton and kernels/common.py only) -> ``io``,
-``ops``, ``runtime``, ``version`` -> ``models`` -> ``loss``, ``data``, ``metrics``, ``checkpoint`` ->
-``engine`` -> ``api`` -> ``cli``. Every ``import`` statement is checked, at module level and inside
-functions, absolute and relative. A failure names the file and line; move the shared code down (or the
-importing code up) rather than hiding the import in a function.
+Layers, lowest first: ``kernels`` (Triton; torch, triton and kernels/common.py only) -> ``errors``,
+``io``, ``options``, ``ops``, ``runtime``, ``version`` -> ``models`` -> ``loss``, ``data``, ``metrics``,
+``checkpoint`` -> ``engine`` -> ``api`` -> ``cli``. Every ``import`` statement is checked, at module level
+and inside functions, absolute and relative. A failure names the file and line; move the shared code down
+(or the importing code up) rather than hiding the import in a function.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "yolov9k.kernels": 0,
     "yolov9k._C": 0,
+    "yolov9k.errors": 1,
     "yolov9k.io": 1,
+    "yolov9k.options": 1,
     "yolov9k.ops": 1,
     "yolov9k.runtime": 1,
     "yolov9k.version": 1,
