@@ -49,7 +49,9 @@ def test_fixture_loss(fx):
 # F.cross_entropy twice for DFL; written independently of yolov9k.loss.
 
 
-def _official_branch(maps, gt_labels, gt_bboxes, mask_gt, nc, reg_max, strides):
+def _official_branch(
+    maps, gt_labels, gt_bboxes, mask_gt, nc, reg_max, strides, eps=0.0, gamma=0.0, cls_pw=1.0
+):
     b = maps[0].shape[0]
     no = 4 * reg_max + nc
     dist, scores = torch.cat([x.view(b, no, -1) for x in maps], 2).split((4 * reg_max, nc), 1)
@@ -62,7 +64,16 @@ def _official_branch(maps, gt_labels, gt_bboxes, mask_gt, nc, reg_max, strides):
     )
     tbox = tbox / stride_t
     tss = max(tscore.sum(), 1)
-    cls = F.binary_cross_entropy_with_logits(scores, tscore, reduction="none").sum() / tss
+    cp, cn = 1.0 - 0.5 * eps, 0.5 * eps  # yolov5's smooth_BCE(eps): positive and negative BCE targets
+    target = tscore.clone()
+    target[fg] = tscore[fg] * cp + (1 - tscore[fg]) * cn  # matched anchors only, as yolov5 does
+    pos_weight = torch.tensor([cls_pw])
+    cls = F.binary_cross_entropy_with_logits(scores, target, pos_weight=pos_weight, reduction="none")
+    if gamma > 0:  # official FocalLoss(BCEcls, gamma), alpha 0.25
+        p = scores.sigmoid()
+        p_t = target * p + (1 - target) * (1 - p)
+        cls = cls * (target * 0.25 + (1 - target) * 0.75) * (1.0 - p_t) ** gamma
+    cls = cls.sum() / tss
     box = torch.zeros(()) * 0
     dfl = torch.zeros(()) * 0
     if fg.sum():
@@ -79,7 +90,7 @@ def _official_branch(maps, gt_labels, gt_bboxes, mask_gt, nc, reg_max, strides):
     return torch.stack([box, cls, dfl])
 
 
-def official_style_loss(preds, targets, strides, nc=80, reg_max=16):
+def official_style_loss(preds, targets, strides, nc=80, reg_max=16, **cls_options):
     branches = list(preds) if isinstance(preds, tuple) else [preds]
     b, _, h, w = branches[0][0].shape
     imgsz = torch.tensor([w, h, w, h]) * strides[0]
@@ -91,7 +102,7 @@ def official_style_loss(preds, targets, strides, nc=80, reg_max=16):
     gt[..., 1:] = xywh2xyxy(gt[..., 1:] * imgsz)
     labels, boxes = gt.split((1, 4), 2)
     mask = boxes.sum(2, keepdim=True).gt(0).float()
-    items = [_official_branch(m, labels, boxes, mask, nc, reg_max, strides) for m in branches]
+    items = [_official_branch(m, labels, boxes, mask, nc, reg_max, strides, **cls_options) for m in branches]
     loss = items[0] if len(items) == 1 else items[0] * 0.25 + items[1]
     loss = loss * torch.tensor([7.5, 0.5, 1.5])
     return loss.sum() * b, loss.detach()
@@ -167,6 +178,45 @@ def test_tss_reduce_hook(fx):
     hooked = DetectionLoss(_stand_in(fx), tss_reduce=double)(_preds(fx), fx["targets"])[1]
     assert len(seen) == (2 if _stand_in(fx).is_dual else 1)
     assert_close_verbose(hooked * 2, base, rtol=1e-6, what="items with doubled target-score sum")
+
+
+@pytest.mark.parametrize(
+    ("label_smoothing", "fl_gamma", "cls_pw"),
+    [(0.1, 0.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.5, 1.0), (0.2, 2.0, 2.0)],
+)
+def test_label_smoothing_and_focal_loss_follow_their_formulas(fx, label_smoothing, fl_gamma, cls_pw):
+    """Class targets of foreground anchors t -> t (1 - eps/2) + (1 - t) eps/2 (yolov5's smooth_BCE), the
+    official FocalLoss for fl_gamma > 0, as the official-style loss above has them; box, DFL unchanged."""
+    hyp = {"label_smoothing": label_smoothing, "fl_gamma": fl_gamma, "cls_pw": cls_pw}
+    preds_a, preds_b = _preds(fx, True), _preds(fx, True)
+    total, items = DetectionLoss(_stand_in(fx), hyp=hyp)(preds_a, fx["targets"])
+    ref_total, ref_items = official_style_loss(
+        preds_b, fx["targets"], fx["stride"].tolist(), eps=label_smoothing, gamma=fl_gamma, cls_pw=cls_pw
+    )
+    assert_close_verbose(items, ref_items, rtol=1e-6, atol=1e-7, what="items")
+    plain = DetectionLoss(_stand_in(fx))(_preds(fx), fx["targets"])[1]
+    assert abs(float(items[1] - plain[1])) > 1e-4 * float(plain[1])  # the class loss changed ...
+    assert_close_verbose(items[[0, 2]], plain[[0, 2]], rtol=0, atol=0, what="box, dfl")  # ... and only it
+    total.backward()
+    ref_total.backward()
+    flat = lambda p: list(p[0]) + list(p[1]) if isinstance(p, tuple) else p  # noqa: E731
+    for i, (a, b) in enumerate(zip(flat(preds_a), flat(preds_b))):
+        assert_close_verbose(a.grad, b.grad, rtol=1e-5, atol=1e-9, what=f"d loss / d map {i}")
+
+
+def test_label_smoothing_zero_is_the_official_loss(fx):
+    base = DetectionLoss(_stand_in(fx))(_preds(fx), fx["targets"])[1]
+    zero = DetectionLoss(_stand_in(fx), hyp={"label_smoothing": 0.0, "fl_gamma": 0.0})(
+        _preds(fx), fx["targets"]
+    )[1]
+    assert torch.equal(base, zero)
+    assert_close_verbose(base, fx["loss"]["items"], rtol=1e-6, what="items")
+
+
+@pytest.mark.parametrize("hyp", [{"label_smoothing": -0.1}, {"label_smoothing": 1.5}, {"fl_gamma": -1.0}])
+def test_out_of_range_class_loss_options_are_refused(fx, hyp):
+    with pytest.raises(ValueError, match="out of range"):
+        DetectionLoss(_stand_in(fx), hyp=hyp)
 
 
 def test_hyp_gains(fx):

@@ -13,9 +13,22 @@ head) on the same inputs. Per branch, with ``S = max(sum of target_scores, 1)``:
     (the official code passes ``reg_max - 1`` = 15 to its box loss).
 
 Items are ``[box * 7.5, cls * 0.5, dfl * 1.5]`` (the official gains, hard-coded there; here read
-from ``hyp['box'|'cls'|'dfl']`` with those defaults, which are also hyp.scratch-high's values).
+from ``hyp['box'|'cls'|'dfl']``, whose defaults are hyp.scratch-high's values:
+``yolov9k.options.HYP_DEFAULTS``, the one source of every hyperparameter default).
 The dual loss runs one assignment per branch and adds ``0.25 * aux + main`` before the gains.
 ``total = items.sum() * batch_size``.
+
+Two class-loss options act only when set (their defaults give the official loss exactly):
+
+  * ``label_smoothing`` = eps: the BCE targets of foreground anchors become
+    ``t * (1 - eps) + eps / 2``, i.e. yolov5's ``smooth_BCE(eps)`` (positive target ``1 - eps/2``,
+    negative ``eps/2``) applied to TAL's soft score ``t`` of every class of the anchor (Szegedy et al.
+    2016, arXiv:1512.00567, for two classes per BCE term). Background anchors keep target 0, as
+    yolov5 smooths the class targets of matched predictions only; the normaliser ``S`` and the
+    box / DFL weights keep the unsmoothed scores. The official YOLOv9 computes ``smooth_BCE`` and
+    never uses it.
+  * ``fl_gamma`` = g > 0: each BCE term is multiplied by ``alpha_t * (1 - p_t) ** g`` with
+    ``p_t = t p + (1 - t)(1 - p)``, ``alpha_t = 0.25 t + 0.75 (1 - t)`` (the official ``FocalLoss``).
 
 Differences from the official code that do not change values: box and DFL terms are computed over
 all anchors and masked (no ``masked_select``, no ``if fg_mask.sum()``); targets are padded where
@@ -36,10 +49,12 @@ from torch import Tensor
 
 from yolov9k.ops.assign import assign
 from yolov9k.ops.boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors, xywh2xyxy
+from yolov9k.options import HYP_DEFAULTS
 
-__all__ = ["DetectionLoss", "DEFAULT_LOSS_HYP", "pad_targets", "ddp_normalizer"]
+__all__ = ["DetectionLoss", "LOSS_HYP_KEYS", "pad_targets", "ddp_normalizer"]
 
-DEFAULT_LOSS_HYP: dict[str, float] = {"box": 7.5, "cls": 0.5, "dfl": 1.5, "cls_pw": 1.0, "fl_gamma": 0.0}
+LOSS_HYP_KEYS = ("box", "cls", "dfl", "cls_pw", "fl_gamma", "label_smoothing")  # what the loss reads
+FOCAL_ALPHA = 0.25  # alpha of the official FocalLoss
 AUX_WEIGHT = 0.25  # weight of the PGI auxiliary branch (official loss_tal_dual.py)
 
 Maps = Sequence[Tensor]
@@ -113,9 +128,10 @@ class DetectionLoss:
     Args:
         model: provides ``nc``, ``stride`` (Tensor[nl], pixels), ``reg_max`` (16) and optionally
             ``is_dual`` and ``hyp``; a DDP/compiled wrapper with ``.module`` is unwrapped.
-        hyp: loss hyperparameters; keys ``box``, ``cls``, ``dfl`` (gains), ``cls_pw`` (BCE positive
-            weight), ``fl_gamma`` (focal loss: only 0 is supported); missing keys take
-            ``DEFAULT_LOSS_HYP`` (the official values). Default: ``model.hyp`` if present.
+        hyp: loss hyperparameters (:data:`LOSS_HYP_KEYS`): ``box``, ``cls``, ``dfl`` (gains),
+            ``cls_pw`` (BCE positive weight), ``fl_gamma`` (focal loss gamma) and ``label_smoothing``
+            (see the module docstring); missing keys take ``yolov9k.options.HYP_DEFAULTS`` (the
+            official values). Default: ``model.hyp`` if present.
         tal_topk: positives per gt in the assigner (official 10).
         tss_reduce: optional function mapping each branch's target-score sum to the normaliser
             (default ``max(sum, 1)``), e.g. ``ddp_normalizer`` under DDP.
@@ -144,9 +160,10 @@ class DetectionLoss:
         self.is_dual: bool | None = getattr(model, "is_dual", None)
         if hyp is None:
             hyp = getattr(model, "hyp", None) or {}
-        self.hyp = {k: float(hyp.get(k, v)) for k, v in DEFAULT_LOSS_HYP.items()}
-        if self.hyp["fl_gamma"] > 0:
-            raise NotImplementedError("DetectionLoss: focal loss (fl_gamma > 0) is not supported")
+        self.hyp = {k: float(hyp.get(k, HYP_DEFAULTS[k])) for k in LOSS_HYP_KEYS}
+        for k in ("fl_gamma", "label_smoothing"):
+            if not 0.0 <= self.hyp[k] <= (1.0 if k == "label_smoothing" else float("inf")):
+                raise ValueError(f"DetectionLoss: hyp[{k!r}] = {self.hyp[k]} is out of range")
         self.topk = int(tal_topk)
         self.tss_reduce = tss_reduce
         self._cache: dict[tuple, tuple[Tensor, ...]] = {}  # per (device, map sizes): anchors, constants
@@ -239,10 +256,7 @@ class DetectionLoss:
         # A hook returns the final normaliser itself (see ddp_normalizer); else max(sum, 1).
         tss = self.tss_reduce(tss) if self.tss_reduce is not None else tss.clamp(min=1)
 
-        bce = F.binary_cross_entropy_with_logits(
-            pred_scores, target_scores, pos_weight=pos_weight, reduction="none"
-        )
-        loss_cls = bce.sum() / tss
+        loss_cls = self._cls_loss(pred_scores, target_scores, fg, pos_weight).sum() / tss
 
         weight = target_scores.sum(-1)  # (B, A): the anchor's normalised metric, 0 on background
         iou = bbox_iou(pred_bboxes, target_bboxes, xywh=False, CIoU=True)[..., 0]
@@ -254,6 +268,24 @@ class DetectionLoss:
         )
         loss_dfl = loss_dfl.sum() / tss
         return torch.stack([loss_box, loss_cls, loss_dfl])
+
+    def _cls_loss(self, logits: Tensor, target_scores: Tensor, fg: Tensor, pos_weight: Tensor) -> Tensor:
+        """(B, A, nc) BCE terms of the class loss, with label smoothing and focal weighting when set.
+
+        logits and target_scores (B, A, nc); fg (B, A) bool, the foreground anchors.
+        """
+        t = target_scores
+        eps = self.hyp["label_smoothing"]
+        if eps > 0:  # yolov5's smooth_BCE on the targets of foreground anchors
+            t = torch.where(fg[..., None], t * (1.0 - eps) + 0.5 * eps, t)
+        bce = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight, reduction="none")
+        gamma = self.hyp["fl_gamma"]
+        if gamma > 0:  # the official FocalLoss around the BCE
+            p = logits.sigmoid()
+            p_t = t * p + (1 - t) * (1 - p)
+            alpha_t = t * FOCAL_ALPHA + (1 - t) * (1 - FOCAL_ALPHA)
+            bce = bce * alpha_t * (1.0 - p_t) ** gamma
+        return bce
 
     @staticmethod
     def _dfl(pred_dist: Tensor, target: Tensor) -> Tensor:
