@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from yolov9k.errors import InputNotFoundError
 from yolov9k.io.archive import CheckpointError, open_archive, verify_crcs
 from yolov9k.io.files import atomic_output
 from yolov9k.io.official import OfficialCheckpoint, official_from_object
@@ -163,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     with _only_documented_errors(str(path)):
         obj = _read_file(Path(path), allow_official=False)
         if not _is_ours(obj):
-            raise ValueError(f"{path} is not a yolov9k checkpoint (no format='yolov9k' entry)")
+            raise CheckpointError(f"{path} is not a yolov9k checkpoint (no format='yolov9k' entry)")
         return _check_ours(obj, str(path))
 
 
@@ -203,10 +204,10 @@ def _is_ours(obj: Any) -> bool:
 def _check_ours(ckpt: dict[str, Any], where: str) -> dict[str, Any]:
     version = ckpt.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise ValueError(f"{where}: yolov9k checkpoint version {version!r} is newer than this yolov9k")
+        raise CheckpointError(f"{where}: yolov9k checkpoint version {version!r} is newer than this yolov9k")
     for key, kind in (("cfg", dict), ("nc", int), ("state_dict", Mapping)):
         if not isinstance(ckpt.get(key), kind):
-            raise ValueError(f"{where}: yolov9k checkpoint entry {key!r} is missing or malformed")
+            raise CheckpointError(f"{where}: yolov9k checkpoint entry {key!r} is missing or malformed")
     return ckpt
 
 
@@ -247,7 +248,7 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
     pickled-module zips that it refuses (official checkpoints)."""
     if not path.is_file():
         hint = " (an untrained zoo model comes from yolov9k.build_model)" if path.suffix == "" else ""
-        raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
+        raise InputNotFoundError(f"checkpoint not found: {path}{hint}")
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] != b"PK" and head[:1] != b"\x80":
@@ -273,12 +274,12 @@ def _read_file(path: Path, allow_official: bool = True) -> Any:
             f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
         ) from None
     if not is_torch_zip(path):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is a legacy (non-zip) torch.save file with pickled objects, which yolov9k does not "
             "read (plain legacy state dicts are fine); re-save its state_dict with a current torch"
         )
     if not allow_official:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds pickled Python objects (an official YOLOv9 checkpoint?), not a yolov9k "
             "checkpoint; read it with yolov9k.load_model"
         )
@@ -347,11 +348,11 @@ def _weights_from(obj: Any, where: str) -> _Weights:
             if _is_state_dict(obj.get(key)):
                 return _Weights(_clean_keys(obj[key]))
         if "param_groups" in obj:
-            raise ValueError(f"{where} holds an optimizer state, not model weights")
+            raise CheckpointError(f"{where} holds an optimizer state, not model weights")
         keys = ", ".join(map(repr, list(obj)[:8]))
-        raise ValueError(f"{where}: found no model weights in this dict (keys: {keys})")
+        raise CheckpointError(f"{where}: found no model weights in this dict (keys: {keys})")
     else:
-        raise ValueError(f"{where}: cannot load a model from a {type(obj).__name__}")
+        raise CheckpointError(f"{where}: cannot load a model from a {type(obj).__name__}")
     stride = off.stride.tolist() if off.stride is not None else None
     return _Weights(dict(off.state_dict), off.cfg, off.nc, off.names, stride)
 
@@ -399,7 +400,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None
     sd = _clean_keys(state_dict)
     nc = num_classes or _nc_from_state_dict(sd)
     if nc is None:
-        raise ValueError("cannot infer the model: no detection head (model.N.cv3.0.2.weight) in the weights")
+        raise CheckpointError(
+            "cannot infer the model: no detection head (model.N.cv3.0.2.weight) in the weights"
+        )
     want = {k: tuple(v.shape) for k, v in sd.items()}
     fused = _looks_fused(sd)
     n_layers = 1 + max((int(k.split(".")[1]) for k in sd if re.match(r"model\.\d+\.", k)), default=-1)
@@ -411,7 +414,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_classes: int | None
             matches.append(name)
     if len(matches) != 1:
         found = "no zoo config" if not matches else f"several zoo configs ({matches})"
-        raise ValueError(f"cannot infer the model config: {found} matches these weights; pass cfg=")
+        raise CheckpointError(f"cannot infer the model config: {found} matches these weights; pass cfg=")
     return matches[0]
 
 
@@ -497,7 +500,9 @@ def _build(cfg: dict[str, Any] | str | os.PathLike, nc: int | None, where: str) 
         raise
     except Exception as e:  # a broken yaml can fail anywhere in parsing: report it in one line
         what = "the checkpoint's model config" if isinstance(cfg, dict) else f"model config {cfg!r}"
-        raise ValueError(f"{where}: cannot build {what}: {type(e).__name__}: {_one_line(str(e))}") from None
+        raise CheckpointError(
+            f"{where}: cannot build {what}: {type(e).__name__}: {_one_line(str(e))}"
+        ) from None
 
 
 def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], partial: bool, where: str) -> None:
@@ -518,7 +523,7 @@ def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], partial: bool, 
                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
                 if keys
             ]
-            raise ValueError(f"{where}: the weights do not fit the model config; " + "; ".join(parts))
+            raise CheckpointError(f"{where}: the weights do not fit the model config; " + "; ".join(parts))
     model.load_state_dict(sd, strict=not partial)
 
 
@@ -578,10 +583,10 @@ def _load_model(
     _load_weights(model, w.state_dict, partial, where)
     if w.names and not partial:
         if len(w.names) != model.nc:
-            raise ValueError(f"{where}: {len(w.names)} class names for {model.nc} classes")
+            raise CheckpointError(f"{where}: {len(w.names)} class names for {model.nc} classes")
         model.names = dict(w.names)
     if w.stride is not None and [float(s) for s in w.stride] != model.stride.tolist():
-        raise ValueError(
+        raise CheckpointError(
             f"{where}: checkpoint strides {w.stride} differ from the model's {model.stride.tolist()}"
         )
     model = model.float().to(device).eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from yolov9k.errors import ConfigError
 from yolov9k.io.files import make_output_dir
 
 __all__ = ["select_device", "use_channels_last", "run_dir", "default_project"]
@@ -37,20 +38,22 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
         if re.fullmatch(r"\d+", spec):
             spec = f"cuda:{spec}"
         elif re.fullmatch(r"\d+(,\d+)+", spec):
-            raise ValueError(f"device={device!r}: one device per process here; use torchrun for several GPUs")
+            raise ConfigError(
+                f"device={device!r}: one device per process here; use torchrun for several GPUs"
+            )
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'N' or 'mps'") from None
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'N' or 'mps'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asks for CUDA, but torch sees no CUDA device; use 'cpu'")
+            raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no CUDA device; use 'cpu'")
         index = dev.index or 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
         dev = torch.device("cuda", index)
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError("device='mps' is not available on this machine")
+        raise ConfigError("device='mps' is not available on this machine")
     return dev
 
 

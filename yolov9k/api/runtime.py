@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from yolov9k.checkpoint import load_model
+from yolov9k.errors import InputNotFoundError
 from yolov9k.models import MODELS, build_model, reparameterize
 
 __all__ = ["check_model_arg", "resolve_model", "to_inference_model", "LOGGER"]
@@ -28,7 +29,7 @@ def check_model_arg(model: ModelArg) -> None:
     """Fail early (before data sets are scanned) when ``model`` names no file and no zoo model."""
     if isinstance(model, str | os.PathLike) and str(model) not in MODELS:
         if not Path(model).expanduser().is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"model {str(model)!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
             )
 
@@ -68,7 +69,7 @@ def resolve_model(
         return net.fuse() if fuse else net
     path = Path(text).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model {text!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
         )
     return load_model(path, device=device, fuse=fuse)

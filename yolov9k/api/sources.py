@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from yolov9k.data.images import ImageReadError, is_image_file, read_image
+from yolov9k.errors import InputNotFoundError
 
 __all__ = ["VIDEO_FORMATS", "SourceItem", "Frame", "collect_sources", "iter_frames", "is_video_file"]
 
@@ -77,7 +78,7 @@ def _from_path(text: str) -> list[SourceItem]:
         return [_file_item(path.parent / ln) for ln in lines if ln]  # absolute lines stay absolute
     if path.is_file():
         return [_file_item(path)]
-    raise FileNotFoundError(f"source not found: {text!r} (not a file, folder or glob pattern)")
+    raise InputNotFoundError(f"source not found: {text!r} (not a file, folder or glob pattern)")
 
 
 def collect_sources(source: Any) -> list[SourceItem]:
@@ -112,7 +113,7 @@ def collect_sources(source: Any) -> list[SourceItem]:
             f"source must be a path, a glob, an image array or a list of them, got {type(source).__name__}"
         )
     if not items:
-        raise FileNotFoundError(f"no images or videos found in {source!r}")
+        raise InputNotFoundError(f"no images or videos found in {source!r}")
     return items
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from yolov9k.data.images import is_image_file
+from yolov9k.errors import InputError, InputNotFoundError
 
 __all__ = ["DatasetConfig", "load_dataset_config", "resolve_image_files"]
 
@@ -66,7 +67,7 @@ def _parse_nc(raw: dict[str, Any]) -> int | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value != int(value) or value < 0:
-        raise ValueError(f"dataset 'nc' must be a whole number of classes, got {nc!r}")
+        raise InputError(f"dataset 'nc' must be a whole number of classes, got {nc!r}")
     return int(value)
 
 
@@ -75,7 +76,7 @@ def _parse_names(raw: dict[str, Any]) -> dict[int, str]:
     nc = _parse_nc(raw)
     if names is None:
         if nc is None:
-            raise ValueError("dataset YAML needs 'names' (list or {index: name}) or 'nc'")
+            raise InputError("dataset YAML needs 'names' (list or {index: name}) or 'nc'")
         return {i: f"class{i}" for i in range(nc)}
     if isinstance(names, (list, tuple)):
         out = {i: str(n) for i, n in enumerate(names)}
@@ -83,13 +84,13 @@ def _parse_names(raw: dict[str, Any]) -> dict[int, str]:
         try:
             out = {int(k): str(v) for k, v in names.items()}
         except (TypeError, ValueError) as e:
-            raise ValueError(f"'names' keys must be class indices, got {list(names)}") from e
+            raise InputError(f"'names' keys must be class indices, got {list(names)}") from e
         if sorted(out) != list(range(len(out))):
-            raise ValueError(f"'names' indices must be 0..{len(out) - 1}, got {sorted(out)}")
+            raise InputError(f"'names' indices must be 0..{len(out) - 1}, got {sorted(out)}")
     else:
-        raise ValueError(f"'names' must be a list or a dict, got {type(names).__name__}")
+        raise InputError(f"'names' must be a list or a dict, got {type(names).__name__}")
     if nc is not None and nc != len(out):
-        raise ValueError(f"'nc' is {nc} but 'names' has {len(out)} entries")
+        raise InputError(f"'nc' is {nc} but 'names' has {len(out)} entries")
     return out
 
 
@@ -131,9 +132,9 @@ def resolve_image_files(source: Any, root: Path, what: str = "split") -> list[st
         else:
             missing.append(str(p))
     if missing:
-        raise FileNotFoundError(f"{what}: not found: " + ", ".join(missing))
+        raise InputNotFoundError(f"{what}: not found: " + ", ".join(missing))
     if not files:
-        raise ValueError(f"{what}: no image files in " + ", ".join(str(_resolve(s, root)) for s in sources))
+        raise InputError(f"{what}: no image files in " + ", ".join(str(_resolve(s, root)) for s in sources))
     return files
 
 
@@ -162,13 +163,13 @@ def load_dataset_config(data: str | os.PathLike | dict[str, Any]) -> DatasetConf
     else:
         yaml_file = Path(os.path.expanduser(str(data)))
         if not yaml_file.is_file():
-            raise FileNotFoundError(f"dataset YAML not found: {yaml_file.resolve()}")
+            raise InputNotFoundError(f"dataset YAML not found: {yaml_file.resolve()}")
         try:
             raw = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise ValueError(f"invalid dataset YAML {yaml_file}: {e}") from e
+            raise InputError(f"invalid dataset YAML {yaml_file}: {e}") from e
         if not isinstance(raw, dict):
-            raise ValueError(f"dataset YAML {yaml_file} must be a mapping, got {type(raw).__name__}")
+            raise InputError(f"dataset YAML {yaml_file} must be a mapping, got {type(raw).__name__}")
         base = yaml_file.resolve().parent
     root = _resolve(raw["path"], base) if raw.get("path") else base
     names = _parse_names(raw)
@@ -178,24 +179,24 @@ def load_dataset_config(data: str | os.PathLike | dict[str, Any]) -> DatasetConf
         src = raw.get(split)
         if src is None or src == "":
             if split in ("train", "val"):
-                raise ValueError(f"dataset {yaml_file or 'dict'} has no '{split}' entry")
+                raise InputError(f"dataset {yaml_file or 'dict'} has no '{split}' entry")
             splits[split] = []
             continue
         if isinstance(src, (str, os.PathLike)) and str(src).lower().endswith(".json"):
             json_file = _resolve(src, root)
             if not json_file.is_file():
-                raise FileNotFoundError(f"{split}: COCO json not found: {json_file}")
+                raise InputNotFoundError(f"{split}: COCO json not found: {json_file}")
             coco[split] = json_file
             images_dir = _coco_images_dir(raw, split, json_file, root)
             if not images_dir.is_dir():
-                raise FileNotFoundError(f"{split}: images of {json_file.name} not found in {images_dir}")
+                raise InputNotFoundError(f"{split}: images of {json_file.name} not found in {images_dir}")
             splits[split] = resolve_image_files(images_dir, root, what=split)
         else:
             splits[split] = resolve_image_files(src, root, what=split)
         if raw.get(f"{split}_json"):  # ground truth also given as COCO json (e.g. for COCO evaluation)
             json_file = _resolve(raw[f"{split}_json"], root)
             if not json_file.is_file():
-                raise FileNotFoundError(f"{split}_json: COCO json not found: {json_file}")
+                raise InputNotFoundError(f"{split}_json: COCO json not found: {json_file}")
             coco[split] = json_file
     return DatasetConfig(
         yaml_file=yaml_file,

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from yolov9k.errors import InputError
+
 __all__ = ["IMG_FORMATS", "ImageReadError", "read_image", "is_image_file"]
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
@@ -24,7 +26,7 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _TAIL = 4096  # bytes searched for an end marker: tolerates padding written after it by some tools
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file that cannot be used; ``reason`` is a short key for statistics ("truncated", ...)."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from yolov9k.data.images import ImageReadError, read_image
+from yolov9k.errors import InputError
 from yolov9k.io.files import atomic_output
 
 __all__ = [
@@ -331,7 +332,7 @@ def scan_dataset(
     """
     im_files = [str(f) for f in image_files]
     if not im_files:
-        raise ValueError(f"{prefix}no image files given")
+        raise InputError(f"{prefix}no image files given")
     lb_files = img2label_paths(im_files)
     key = _dataset_hash(im_files, lb_files, nc)
     paths = _cache_paths(lb_files, cache_dir) if use_cache else []
@@ -345,7 +346,7 @@ def scan_dataset(
         if paths:
             _write_cache(paths, key, samples, stats)
     if not samples:
-        raise ValueError(f"{prefix}no usable images: {stats.summary()}")
+        raise InputError(f"{prefix}no usable images: {stats.summary()}")
     return samples, stats
 
 
@@ -368,7 +369,7 @@ def require_boxes(stats: ScanStats, what: str, background_only: bool = False) ->
     )
     if background_only:
         return f"WARNING: {what}: no boxes at all ({counts}); training on background only (background_only)"
-    raise ValueError(
+    raise InputError(
         f"{what}: no boxes at all ({counts}); labels are read from labels/ beside images/ (images/x.jpg -> "
         "labels/x.txt) or the split's COCO json. For background images on purpose: background_only=True "
         "(--background-only)"
@@ -413,7 +414,7 @@ def load_coco_json(
         images, annotations = data["images"], data.get("annotations", [])
         category_ids = sorted(int(c["id"]) for c in data.get("categories", []))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read COCO json {json_path}: {e}") from e
+        raise InputError(f"cannot read COCO json {json_path}: {e}") from e
     index = {cid: i for i, cid in enumerate(category_ids)}
     nc = len(category_ids) if nc is None else nc
     stats = ScanStats()
@@ -469,5 +470,5 @@ def load_coco_json(
                 samples.append(sample)
     LOGGER.info("%s%s: %s", prefix, json_path.name, stats.summary())
     if not samples:
-        raise ValueError(f"{prefix}no usable images in {json_path}: {stats.summary()}")
+        raise InputError(f"{prefix}no usable images in {json_path}: {stats.summary()}")
     return samples, stats, category_ids

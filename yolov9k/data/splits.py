@@ -12,6 +12,7 @@ from pathlib import Path
 
 from yolov9k.data.dataset_config import DatasetConfig
 from yolov9k.data.labels import Sample, ScanStats, load_coco_json, scan_dataset
+from yolov9k.errors import InputError
 
 __all__ = ["load_split", "round_imgsz"]
 
@@ -30,7 +31,7 @@ def load_split(
     """
     files = cfg.split(split)
     if not files:
-        raise ValueError(f"{where}: the {split} split has no images")
+        raise InputError(f"{where}: the {split} split has no images")
     entry = cfg.raw.get(split)
     if isinstance(entry, str) and entry.lower().endswith(".json"):
         samples, stats, _ = load_coco_json(

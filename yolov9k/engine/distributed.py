@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from yolov9k.errors import Yolov9kError
+
 __all__ = [
     "DistInfo",
     "DistributedError",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class DistributedError(RuntimeError):
+class DistributedError(Yolov9kError, RuntimeError):
     """A DDP collective failed: a peer rank crashed, stalled, or the group could not be set up."""
 
 

@@ -15,6 +15,8 @@ import zipfile
 import zlib
 from typing import IO
 
+from yolov9k.errors import InputError
+
 __all__ = [
     "CheckpointError",
     "MAX_ENTRIES",
@@ -39,7 +41,7 @@ EXPANSION_SLACK = 64 << 20
 _CHUNK = 1 << 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """The file is not a well-formed checkpoint (corrupt, truncated, oversized or malformed)."""
 
 

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from yolov9k.errors import IsAFolderError, NotAFolderError
+
 __all__ = [
     "TEMP_SUFFIX",
     "file_mode",
@@ -65,7 +67,7 @@ def make_output_dir(folder: str | os.PathLike, what: str = "output folder") -> P
     folder = Path(folder)
     blocker = _blocking_file(folder)
     if blocker is not None:
-        raise NotADirectoryError(f"cannot create {what} {folder}: {blocker} is a file, not a folder")
+        raise NotAFolderError(f"cannot create {what} {folder}: {blocker} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -74,10 +76,10 @@ def check_output_file(file: str | os.PathLike, what: str = "output file") -> Pat
     """``file`` as a Path after checking it can be a file: not a folder, no file among its parents."""
     file = Path(file)
     if file.is_dir():
-        raise IsADirectoryError(f"{what} {file} is a folder; give a file name inside it")
+        raise IsAFolderError(f"{what} {file} is a folder; give a file name inside it")
     blocker = _blocking_file(file.parent)
     if blocker is not None:
-        raise NotADirectoryError(f"cannot write {what} {file}: {blocker} is a file, not a folder")
+        raise NotAFolderError(f"cannot write {what} {file}: {blocker} is a file, not a folder")
     return file
 
 

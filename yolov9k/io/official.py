@@ -159,23 +159,23 @@ def official_from_object(ckpt: Any) -> OfficialCheckpoint:
     if isinstance(ckpt, Record):
         ckpt = {"model": ckpt}
     if not isinstance(ckpt, dict):
-        raise ValueError(f"an official checkpoint is a dict, this one is a {type(ckpt).__name__}")
+        raise CheckpointError(f"an official checkpoint is a dict, this one is a {type(ckpt).__name__}")
     source = "ema" if ckpt.get("ema") is not None else "model"
     model = ckpt.get(source)
     if model is None:
         keys = ", ".join(map(str, list(ckpt)[:8]))
-        raise ValueError(f"checkpoint has no model weights: 'model' and 'ema' are empty (keys: {keys})")
+        raise CheckpointError(f"checkpoint has no model weights: 'model' and 'ema' are empty (keys: {keys})")
     if not isinstance(model, Record) or "_modules" not in model.state:
-        raise ValueError(f"checkpoint['{source}'] is a {type(model).__name__}, not a pickled model")
+        raise CheckpointError(f"checkpoint['{source}'] is a {type(model).__name__}, not a pickled model")
     cfg = model.state.get("yaml")
     if not isinstance(cfg, dict):
-        raise ValueError(f"checkpoint['{source}'] has no parsed model config ('yaml' attribute)")
+        raise CheckpointError(f"checkpoint['{source}'] has no parsed model config ('yaml' attribute)")
     nc = model.state.get("nc", cfg.get("nc"))
     if not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
-        raise ValueError(f"checkpoint['{source}'] has an invalid number of classes: {str(nc)[:40]}")
+        raise CheckpointError(f"checkpoint['{source}'] has an invalid number of classes: {str(nc)[:40]}")
     stride = model.state.get("stride")
     if isinstance(stride, torch.Tensor) and (stride.numel() > 16 or not stride.is_floating_point()):
-        raise ValueError(f"checkpoint['{source}'] has malformed strides (shape {tuple(stride.shape)})")
+        raise CheckpointError(f"checkpoint['{source}'] has malformed strides (shape {tuple(stride.shape)})")
     hyp = model.state.get("hyp")
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
     if isinstance(meta.get("opt"), Record):

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import torch
 
+from yolov9k.errors import Yolov9kError
 from yolov9k.io.archive import (
     MAX_ENTRY_BYTES,
     MAX_PICKLE_BYTES,
@@ -42,7 +43,7 @@ from yolov9k.io.archive import (
 __all__ = ["UnsafeCheckpointError", "Record", "RestrictedUnpickler", "read_torch_zip", "is_torch_zip"]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(Yolov9kError, pickle.UnpicklingError):
     """The pickle references a global that the restricted unpickler does not allow."""
 
 

@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from yolov9k.errors import InputError
 from yolov9k.models.blocks import Conv, RepConvN
 from yolov9k.models.head import DDetect, DualDDetect
 from yolov9k.models.parse import INPUT, dependency_closure, head_sources, parse_model, validate_config
@@ -45,11 +46,11 @@ def load_config(cfg: str | os.PathLike | dict) -> dict[str, Any]:
     else:
         path = Path(name)
         if not path.is_file():
-            raise ValueError(f"unknown model {name!r}: not a zoo name ({', '.join(MODELS)}) nor a yaml file")
+            raise InputError(f"unknown model {name!r}: not a zoo name ({', '.join(MODELS)}) nor a yaml file")
         text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"model config {name!r} is not a yaml mapping")
+        raise InputError(f"model config {name!r} is not a yaml mapping")
     return validate_config(data)
 
 

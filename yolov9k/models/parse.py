@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from yolov9k.errors import InputError
 from yolov9k.io.limits import MAX_CLASSES
 from yolov9k.models import blocks as B
 from yolov9k.models.head import DDetect, DualDDetect
@@ -117,7 +118,7 @@ def make_activation(spec: str | None) -> nn.Module:
     try:
         node = ast.parse(str(spec).strip(), mode="eval").body
     except SyntaxError as e:
-        raise ValueError(f"cannot parse activation {spec!r}") from e
+        raise InputError(f"cannot parse activation {spec!r}") from e
     call_args: list[Any] = []
     call_kwargs: dict[str, Any] = {}
     if isinstance(node, ast.Call):
@@ -129,9 +130,9 @@ def make_activation(spec: str | None) -> nn.Module:
     elif isinstance(node, ast.Name):
         name = node.id
     else:
-        raise ValueError(f"unsupported activation {spec!r}: expected e.g. 'nn.SiLU()'")
+        raise InputError(f"unsupported activation {spec!r}: expected e.g. 'nn.SiLU()'")
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
+        raise InputError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
     cls = _ACTIVATIONS[name]
     if issubclass(cls, _INPLACE) and "inplace" not in call_kwargs:
         call_kwargs["inplace"] = True  # as the official initialize_weights does
@@ -144,27 +145,27 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"model config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in ("nc", "backbone", "head") if k not in cfg]
     if missing:
-        raise ValueError(f"model config lacks keys {missing}")
+        raise InputError(f"model config lacks keys {missing}")
     cfg = copy.deepcopy(cfg)
     cfg.setdefault("depth_multiple", 1.0)
     cfg.setdefault("width_multiple", 1.0)
     rows = list(cfg["backbone"]) + list(cfg["head"])
     if not rows:
-        raise ValueError("model config has no layers")
+        raise InputError("model config has no layers")
     for i, row in enumerate(rows):
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ValueError(f"layer {i}: expected [from, n, module, args], got {row!r}")
+            raise InputError(f"layer {i}: expected [from, n, module, args], got {row!r}")
         f, n, m, args = row
         if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(j, int) for j in f))):
-            raise ValueError(f"layer {i}: 'from' must be an int or a list of ints, got {f!r}")
+            raise InputError(f"layer {i}: 'from' must be an int or a list of ints, got {f!r}")
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"layer {i}: repeat count must be a positive int, got {n!r}")
+            raise InputError(f"layer {i}: repeat count must be a positive int, got {n!r}")
         if m not in REGISTRY:
-            raise ValueError(f"layer {i}: unknown module {m!r}; known: {sorted(REGISTRY)}")
+            raise InputError(f"layer {i}: unknown module {m!r}; known: {sorted(REGISTRY)}")
         if not isinstance(args, list):
-            raise ValueError(f"layer {i}: args must be a list, got {args!r}")
+            raise InputError(f"layer {i}: args must be a list, got {args!r}")
     if REGISTRY[rows[-1][2]].kind != "detect":
-        raise ValueError(f"the last layer must be a detection head, got {rows[-1][2]!r}")
+        raise InputError(f"the last layer must be a detection head, got {rows[-1][2]!r}")
     _check_ranges(cfg, rows)
     return cfg
 
@@ -173,13 +174,13 @@ def _check_ranges(cfg: dict[str, Any], rows: list[Any]) -> None:
     """Refuse configs that would build absurdly large models (see the MAX_* limits)."""
     nc = cfg["nc"]
     if isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
-        raise ValueError(f"model config: nc must be an int in [1, {MAX_CLASSES}], got {str(nc)[:40]}")
+        raise InputError(f"model config: nc must be an int in [1, {MAX_CLASSES}], got {str(nc)[:40]}")
     for key in ("depth_multiple", "width_multiple"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_MULTIPLE:
-            raise ValueError(f"model config: {key} must be in (0, {MAX_MULTIPLE}], got {str(value)[:40]}")
+            raise InputError(f"model config: {key} must be in (0, {MAX_MULTIPLE}], got {str(value)[:40]}")
     if len(rows) > MAX_LAYERS:
-        raise ValueError(f"model config has {len(rows)} layers (at most {MAX_LAYERS})")
+        raise InputError(f"model config has {len(rows)} layers (at most {MAX_LAYERS})")
     blocks = 0
     for i, (_, n, module, args) in enumerate(rows):
         repeats = max(round(n * cfg["depth_multiple"]), 1) if n > 1 else n
@@ -188,14 +189,14 @@ def _check_ranges(cfg: dict[str, Any], rows: list[Any]) -> None:
         )
         for count in (n, repeats, inner):
             if not isinstance(count, int) or not 1 <= count <= MAX_REPEATS:
-                raise ValueError(
+                raise InputError(
                     f"layer {i}: repeat counts must be ints in [1, {MAX_REPEATS}], got {count!r}"
                 )
         blocks += repeats * inner
         if _largest_int(args) > MAX_INT_ARG:
-            raise ValueError(f"layer {i}: an argument is larger than {MAX_INT_ARG}")
+            raise InputError(f"layer {i}: an argument is larger than {MAX_INT_ARG}")
     if blocks > MAX_BLOCKS:
-        raise ValueError(f"model config repeats {blocks} blocks (at most {MAX_BLOCKS})")
+        raise InputError(f"model config repeats {blocks} blocks (at most {MAX_BLOCKS})")
 
 
 def _largest_int(args: list[Any]) -> int:
@@ -213,7 +214,7 @@ def _sources(i: int, f: int | list[int]) -> list[int]:
     for j in [f] if isinstance(f, int) else f:
         k = i + j if j < 0 else j
         if k >= i:
-            raise ValueError(f"layer {i}: source {j} is not an earlier layer")
+            raise InputError(f"layer {i}: source {j} is not an earlier layer")
         out.append(k if k >= 0 else INPUT)
     return out
 
@@ -262,17 +263,17 @@ def parse_model(cfg: dict[str, Any], ch: int = 3) -> tuple[list[nn.Module], list
         else:
             c2 = width(src[0])
         if spec.kind == "detect" and not isinstance(args[0], int):
-            raise ValueError(f"layer {i}: detection head needs an int class count, got {args[0]!r}")
+            raise InputError(f"layer {i}: detection head needs an int class count, got {args[0]!r}")
         try:
             if n > 1:
                 module: nn.Module = nn.Sequential(*(spec.cls(*args, **kwargs) for _ in range(n)))
             else:
                 module = spec.cls(*args, **kwargs)
         except TypeError as e:
-            raise ValueError(f"layer {i}: bad arguments {raw_args!r} for {mname}: {e}") from e
+            raise InputError(f"layer {i}: bad arguments {raw_args!r} for {mname}: {e}") from e
         in_strides = {stride_of(k) for k in src}
         if spec.kind == "concat" and len(in_strides) > 1:
-            raise ValueError(f"layer {i}: Concat of maps with different strides {sorted(in_strides)}")
+            raise InputError(f"layer {i}: Concat of maps with different strides {sorted(in_strides)}")
         s = stride_of(src[-1]) * (spec.stride(args) if spec.kind != "detect" else 1.0)
         layers.append(module)
         specs.append(LayerSpec(i, f, n, mname, args, src, c2, s))

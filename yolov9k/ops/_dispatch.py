@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from yolov9k.errors import Yolov9kError
 from yolov9k.ops._extension import has_native_kernel
 
 __all__ = [
@@ -35,7 +36,7 @@ BACKENDS = ("cuda", "triton", "cpp", "torch")
 _CHOICES = ("auto", *BACKENDS)
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(Yolov9kError, RuntimeError):
     """A forced backend cannot run this op on these tensors."""
 
 
