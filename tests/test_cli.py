@@ -71,8 +71,8 @@ def test_bench_train_help_lists_its_options_with_the_demo_schedule(capsys):
     for flag in ("--backend", "--threads", "--out", "--workers", "--val-period", "--lr0"):
         assert flag in out, flag
     assert "--full" not in out and "--repeat" not in out  # the options of plain 'bench' are not its own
-    assert f"extend a finished run) (default: {SCHEDULE['epochs']})" in out
-    assert f"(default: {SCHEDULE['imgsz']})" in out
+    assert f"extend a finished run); int in [1, 100000] (default: {SCHEDULE['epochs']})" in out
+    assert f"int in [1, 8192] (default: {SCHEDULE['imgsz']})" in out
 
 
 @pytest.mark.parametrize(
@@ -95,13 +95,13 @@ def test_bench_train_rejects_options_it_does_not_have(argv, hint, capsys):
 
 def test_bench_train_checks_option_values_before_training(capsys):
     assert main(["bench", "train", "--val-period", "0"]) == 1
-    assert "val_period" in capsys.readouterr().err
+    assert "--val-period 0: expected an integer in [1, " in capsys.readouterr().err
     assert main(["bench", "train", "--threads", "0", "--epochs", "1"]) == 1
-    assert "threads must be a positive int" in capsys.readouterr().err
+    assert "--threads 0: expected an integer in [1, 1024]" in capsys.readouterr().err
 
 
 def test_help_defaults_are_the_api_defaults(capsys):
-    from yolov9k.engine.config import DEFAULTS
+    from yolov9k.options import DEFAULTS
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -109,7 +109,9 @@ def test_help_defaults_are_the_api_defaults(capsys):
     assert f"(default: {DEFAULTS['epochs']})" in out and "initial learning rate" in out
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
-    assert "confidence threshold (default: 0.25)" in " ".join(capsys.readouterr().out.split())
+    assert "confidence threshold; float in [0, 1] (default: 0.25)" in " ".join(
+        capsys.readouterr().out.split()
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,3 +230,114 @@ def test_bad_inputs_give_one_line_errors(demo_yaml, ckpt, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "skipped 1 unreadable input(s)" in captured.err and "zz_corrupt.png" in captured.err
     assert "4 image(s) done" in captured.out
+
+
+# ---- user errors: one line; anything else: the traceback and a request for a bug report (issue 19) ---------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["val", "--model", "gelan-t", "--data", "{tmp}/missing.yaml"], "dataset YAML not found"),
+        (["val", "--model", "{tmp}/missing.pt"], "neither a checkpoint file nor a zoo name"),
+        (["info", "--model", "{tmp}/missing.pt"], "neither a checkpoint file nor a zoo name"),
+        (
+            ["predict", "--model", "gelan-t", "--source", "{tmp}/none.jpg", "--device", "cpu"],
+            "source not found",
+        ),
+        (["export", "--model", "gelan-t", "--half", "--device", "cpu"], "needs a CUDA device"),
+        (["export", "--model", "gelan-t", "--format", "torchscript", "--nms"], "format='onnx' only"),
+        (["export", "--model", "gelan-t", "--imgsz", "33"], "multiple of the model stride"),
+        (["export", "--model", "gelan-t", "--file", "{tmp}"], "is a folder; give a file name"),
+        (["convert", "--source", "{tmp}/a.pt", "--output", "{tmp}/b.pt"], "checkpoint not found"),
+        (["val", "--model", "gelan-t", "--device", "cuda:7"], "device='cuda:7'"),
+        (["train", "--resume", "{tmp}/missing/last.pt"], "checkpoint not found"),
+        (
+            ["train", "--data", "{tmp}/missing.yaml", "--device", "cpu", "--project", "{tmp}/runs"],
+            "not found",
+        ),
+        (["demo-data", "--root", "{tmp}/file.txt"], "is a file, not a folder"),
+    ],
+)
+def test_user_errors_print_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "bug" not in err, err
+    assert err.startswith(f"yolov9k {argv[0]}: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def _failing(monkeypatch, exc: BaseException) -> None:
+    import dataclasses
+
+    import yolov9k.cli as cli
+
+    def run(args):
+        raise exc
+
+    monkeypatch.setitem(cli.VERB_TABLE, "info", dataclasses.replace(cli.VERB_TABLE["info"], run=run))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("operands could not be broadcast together"),
+        TypeError("unsupported operand type(s)"),
+        KeyError("cv3"),
+        IndexError("list index out of range"),
+        RuntimeError("shape '[2, 3]' is invalid for input of size 5"),
+        FileNotFoundError("a library's message without an errno"),
+        OSError(22, "Invalid argument"),
+        AttributeError("'NoneType' object has no attribute 'shape'"),
+    ],
+)
+def test_internal_errors_keep_their_traceback_and_ask_for_a_report(exc, monkeypatch, capsys):
+    _failing(monkeypatch, exc)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert (
+        f"{type(exc).__name__}: " in err and "this is a bug in yolov9k" in err and "please report it" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        ("diverged", "steps skipped"),
+        (OSError(2, "No such file or directory", "/data/x.jpg"), "No such file or directory: '/data/x.jpg'"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (PermissionError(13, "Permission denied", "/runs"), "Permission denied: '/runs'"),
+    ],
+)
+def test_our_errors_and_the_os_refusing_a_file_print_one_line(exc, message, monkeypatch, capsys):
+    from yolov9k.errors import TrainingDivergedError
+
+    if exc == "diverged":
+        exc = TrainingDivergedError("101 steps skipped for non-finite losses/gradients (max_nan_skips=100)")
+    _failing(monkeypatch, exc)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"yolov9k info: error: {' '.join(str(exc).split())}\n" and message in err
+
+
+def test_every_user_error_type_is_ours():
+    """The errors the package raises for bad input derive from Yolov9kError (and their built-in types)."""
+    from yolov9k.checkpoint import CheckpointError
+    from yolov9k.data.images import ImageReadError
+    from yolov9k.engine.distributed import DistributedError
+    from yolov9k.errors import Yolov9kError, is_user_error
+    from yolov9k.io import UnsafeCheckpointError
+    from yolov9k.ops import BackendUnavailableError
+
+    for cls, builtin in (
+        (CheckpointError, ValueError),
+        (UnsafeCheckpointError, Exception),
+        (ImageReadError, ValueError),
+        (DistributedError, RuntimeError),
+        (BackendUnavailableError, RuntimeError),
+    ):
+        assert issubclass(cls, Yolov9kError) and issubclass(cls, builtin), cls
+    assert not is_user_error(ValueError("x")) and not is_user_error(OSError("no errno"))
+    assert is_user_error(OSError(2, "No such file", "x")) and not is_user_error(OSError(22, "EINVAL"))

@@ -14,8 +14,7 @@ import torch
 import yaml
 
 from yolov9k.cli import main
-from yolov9k.engine import ConfigError, Trainer, train
-from yolov9k.engine.config import parse_cli_overrides, resolve_config
+from yolov9k.engine import ConfigError, Trainer, parse_cli_overrides, resolve_config, train
 from yolov9k.io.files import atomic_output, disk_full_error, remove_stale_temp_files
 
 pytestmark = [

@@ -60,10 +60,10 @@ def test_unknown_option_suggests_the_closest_key():
     [
         ("epochs", "ten", "integer"),
         ("epochs", 2.5, "integer"),
-        ("epochs", 0, "> 0"),
+        ("epochs", 0, r"integer in \[1, "),
         ("lr0", float("nan"), "finite"),
         ("amp", "fp8", "one of"),
-        ("channels_last", "yes", "one of"),
+        ("channels_last", "maybe", "one of"),
         ("channels_last", 1, "one of"),
         ("cos_lr", 1, "True or False"),
         ("iou", 1.5, r"\[0, 1\]"),

@@ -4,9 +4,15 @@ Verbs: train, val, predict, export, convert, demo-data, bench, info; ``bench tra
 ``bench`` (a mode follows its verb and has its own options). Every option is a ``--key value``
 flag (``--key=value`` works too; ``--save-json`` and ``--save_json`` are the same flag). Boolean
 flags may be given alone (``--half``) or with a value (``--half false``). Unknown options are
-rejected with the closest known ones. ``train`` takes every training option of
-``yolov9k.engine.config.DEFAULTS`` (hyperparameters included) and passes them to
-``yolov9k.engine.train`` unchanged; so does ``bench train``, over the README demo run's schedule.
+rejected with the closest known ones.
+
+The parsers, their ``--help`` and ``docs/options.md`` come from one schema (``yolov9k.options``):
+every value is read by its option's parser (decimal numbers: ``--imgsz 0640`` is 640) and checked
+against its range before any work starts. ``train`` takes every training option
+(hyperparameters included); so does ``bench train``, over the README demo run's schedule.
+
+Errors: bad input (``yolov9k.errors.Yolov9kError``, or the OS refusing a file) prints one line and
+exits 1; anything else is a bug in yolov9k and prints its traceback and a request to report it.
 
 Examples::
 
@@ -24,33 +30,34 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
-import pickle
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolov9k.api.bench import OPTIONS as BENCH_OPTIONS
 from yolov9k.api.bench import bench
-from yolov9k.api.bench_train import OPTIONS as BENCH_TRAIN_OPTIONS
 from yolov9k.api.bench_train import SCHEDULE, bench_train
-from yolov9k.api.convert import OPTIONS as CONVERT_OPTIONS
 from yolov9k.api.convert import convert
-from yolov9k.api.export import OPTIONS as EXPORT_OPTIONS
 from yolov9k.api.export import export
-from yolov9k.api.info import OPTIONS as INFO_OPTIONS
 from yolov9k.api.info import info
-from yolov9k.api.options import DEMO_DATA, Option, defaults_of, parse_bool
-from yolov9k.api.predict import OPTIONS as PREDICT_OPTIONS
 from yolov9k.api.predict import predict
-from yolov9k.api.val import OPTIONS as VAL_OPTIONS
 from yolov9k.api.val import val
 from yolov9k.data.demo import default_demo_root, generate_demo_dataset
 from yolov9k.engine import train
-from yolov9k.engine.config import DEFAULTS, FLAG_KEYS, HELP, HYP_KEYS, parse_cli_overrides, resolve_config
+from yolov9k.errors import is_user_error
+from yolov9k.options import TRAIN_OPTIONS, Option, parse_texts
+from yolov9k.options.schema import inactive_options
+from yolov9k.options.verbs import BENCH, BENCH_TRAIN, CONVERT, DEMO_DATA, EXPORT, INFO, PREDICT, VAL
 from yolov9k.version import __version__
 
-__all__ = ["main", "build_parser", "VERBS"]
+__all__ = ["main", "build_parser", "VERBS", "VERB_TABLE"]
+
+LOGGER = logging.getLogger("yolov9k")
+BUG_REPORT = (
+    "this is a bug in yolov9k {version}, not a problem with your input: please report it with the "
+    "command line and the traceback above"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,41 +70,56 @@ class _Parser(argparse.ArgumentParser):
 
     verb_parsers: dict[str, _Parser] = {}
 
-    def known_options(self) -> list[str]:
-        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+    def known_options(self, hidden: bool = True) -> list[str]:
+        """The ``--flags`` of this parser (without the hidden, no-effect ones unless ``hidden``)."""
+        return [
+            s
+            for a in self._actions
+            for s in a.option_strings
+            if s.startswith("--") and (hidden or a.help is not argparse.SUPPRESS)
+        ]
 
 
-def _add_options(parser: argparse.ArgumentParser, fn: Callable[..., Any], options: Sequence[Option]) -> None:
-    """One ``--name`` per option of the table; defaults from ``fn``'s signature (or the table)."""
-    defaults = defaults_of(fn, tuple(options))
+_METAVAR = {"int": "INT", "float": "FLOAT", "bool": "BOOL", "path": "PATH", "str": "TEXT"}
+
+
+def _help_text(o: Option, default: Any) -> str:
+    """``--help`` of one option: its meaning, kind and range, and its default."""
+    kind = f"; {o.type_text()} in {o.range}" if o.range else ""  # numbers: their kind and range
+    shown = "required" if o.required else f"default: {_show_default(default)}"
+    return f"{o.help}{kind} ({shown})".replace("%", "%%")
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "none" if value is None else str(value)
+
+
+def _add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], defaults: Mapping[str, Any] | None = None
+) -> None:
+    """One ``--name`` per option, in argument groups by ``Option.group``. Values stay text here (a key
+    not given stays out of the namespace): :func:`yolov9k.options.parse_texts` reads and checks them."""
+    groups: dict[str, Any] = {"": parser}
     for o in options:
-        kw: dict[str, Any] = {"type": o.type, "help": o.help}
+        group = groups.get(o.group)
+        if group is None:
+            group = groups[o.group] = parser.add_argument_group(o.group)
+        default = (defaults or {}).get(o.name, o.default)
+        kw: dict[str, Any] = {"dest": o.name, "default": argparse.SUPPRESS}
+        if o.kind == "choice":
+            kw["metavar"] = "{" + ",".join(_show_default(c) for c in o.choices) + "}"
+        else:
+            kw["metavar"] = _METAVAR[o.kind]
+        kw["help"] = argparse.SUPPRESS if o.hidden else _help_text(o, default)
         if o.required:
             kw["required"] = True
-        else:
-            kw["default"] = defaults[o.name]
-            kw["help"] = f"{o.help} (default: {defaults[o.name]})"
-        if o.choices is not None:
-            kw["choices"] = o.choices
-        if o.nargs is not None:
-            kw["nargs"] = o.nargs
-        if o.type is parse_bool:
-            kw.update(nargs="?", const=True, metavar="BOOL")
-        parser.add_argument(f"--{o.name.replace('_', '-')}", dest=o.name, **kw)
-
-
-def _add_train_options(parser: argparse.ArgumentParser, defaults: Mapping[str, Any]) -> None:
-    """Every key of the training table, with ``defaults`` in the help; values are read as YAML scalars
-    and type-checked there (a key not given stays out of the parsed namespace)."""
-    hyp = parser.add_argument_group("hyperparameters (hyp.scratch-high defaults)")
-    for key, default in defaults.items():
-        group = hyp if key in HYP_KEYS else parser
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": "VALUE"}
-        if key in FLAG_KEYS:
-            kw.update(nargs="?", const="true", metavar="BOOL" if isinstance(default, bool) else "VALUE")
-        group.add_argument(
-            f"--{key.replace('_', '-')}", dest=key, help=f"{HELP[key]} (default: {default})", **kw
-        )
+        if o.count is not None:
+            kw["nargs"] = "+"
+        elif o.flag:
+            kw.update(nargs="?", const="true")
+        group.add_argument(o.cli_name, **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,23 +127,16 @@ def _add_train_options(parser: argparse.ArgumentParser, defaults: Mapping[str, A
 # --------------------------------------------------------------------------------------------------
 
 
-def _train_overrides(args: dict[str, Any]) -> dict[str, Any]:
-    """The training options given on the command line, typed and checked (before any work starts)."""
-    overrides = parse_cli_overrides([f"{k}={v}" for k, v in args.items()])
-    resolve_config(overrides)
-    return overrides
-
-
 def _run_train(args: dict[str, Any]) -> Any:
-    result = train(**_train_overrides(args))
+    result = train(**args)
     print(f"results in {result.get('save_dir')}")
     return result
 
 
 def _run_bench_train(args: dict[str, Any]) -> Any:
-    own = {o.name: args.pop(o.name) for o in BENCH_TRAIN_OPTIONS}
-    record = bench_train(**own, **_train_overrides(args))
-    if own["out"]:
+    own = {o.name: args.pop(o.name) for o in BENCH_TRAIN if o.name in args}
+    record = bench_train(**own, **args)
+    if own.get("out"):
         print(f"wrote {own['out']}")
     return record
 
@@ -137,12 +152,10 @@ def _run_predict(args: dict[str, Any]) -> Any:
 
 
 def _run_export(args: dict[str, Any]) -> Any:
-    imgsz = args.pop("imgsz")
-    if isinstance(imgsz, list):
-        if len(imgsz) not in (1, 2):
-            raise ValueError(f"--imgsz takes one or two sizes, got {imgsz}")
+    imgsz = args.pop("imgsz", None)
+    if isinstance(imgsz, list):  # one size (square) or H W
         imgsz = imgsz[0] if len(imgsz) == 1 else tuple(imgsz)
-    path = export(imgsz=imgsz, **args)
+    path = export(**args, **({} if imgsz is None else {"imgsz": imgsz}))
     print(f"exported {path}")
     return path
 
@@ -154,7 +167,7 @@ def _run_convert(args: dict[str, Any]) -> Any:
 
 
 def _run_demo_data(args: dict[str, Any]) -> Any:
-    root = args.pop("root") or default_demo_root()
+    root = args.pop("root", None) or default_demo_root()
     path = generate_demo_dataset(root, **args)
     print(f"demo data set: {path}")
     return path
@@ -162,9 +175,9 @@ def _run_demo_data(args: dict[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class Verb:
-    """A command: its one-line help, the function whose defaults (and docstring, unless
-    ``description``) it shows, its options table, and what it runs. ``train_defaults``: it also takes
-    every training option, these defaults shown in its help. ``modes``: sub-commands
+    """A command: its one-line help, the function whose docstring it shows (unless ``description``),
+    its options (``yolov9k.options.verbs``), and what it runs. ``train_defaults``: it also takes every
+    training option, these defaults shown in its help. ``modes``: sub-commands
     (``yolov9k <verb> <mode> ...``), each with its own options."""
 
     help: str
@@ -175,15 +188,21 @@ class Verb:
     description: str | None = None
     modes: Mapping[str, Verb] = field(default_factory=dict)
 
+    @property
+    def all_options(self) -> tuple[Option, ...]:
+        """Its own options, then the training options when it takes them."""
+        return self.options + (TRAIN_OPTIONS if self.train_defaults is not None else ())
+
 
 def _call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
     return lambda args: fn(**args)
 
 
 _TRAIN_DESCRIPTION = (
-    "Train a detection model with yolov9k.engine.train; each --key VALUE is one option of "
-    "yolov9k.engine.config.DEFAULTS (values read as YAML scalars and type-checked there). "
-    "With no --data the generated demo data set is used."
+    "Train a detection model with yolov9k.train; each --key VALUE is one training option "
+    "(docs/options.md; hyperparameters below). With no --data the generated demo data set is used. "
+    "Five entries of the official hyp files (obj, obj_pw, iou_t, anchor_t, copy_paste) have no effect in "
+    "YOLOv9: they are refused here and ignored with a warning in a --hyp file."
 )
 
 _BENCH_TRAIN_DESCRIPTION = (
@@ -198,31 +217,18 @@ _BENCH_TRAIN_DESCRIPTION = (
 
 VERB_TABLE: dict[str, Verb] = {
     "train": Verb(
-        "train a model (every option of yolov9k.engine.config.DEFAULTS)",
+        "train a model (every training option, hyperparameters included)",
         train,
         (),
         _run_train,
-        train_defaults=DEFAULTS,
+        train_defaults={},
         description=_TRAIN_DESCRIPTION,
     ),
-    "val": Verb("COCO mAP of a model on a dataset split", val, VAL_OPTIONS, _call(val)),
-    "predict": Verb(
-        "detect objects in images, folders, globs and videos",
-        predict,
-        PREDICT_OPTIONS,
-        _run_predict,
-    ),
-    "export": Verb(
-        "export to ONNX (optionally with NMS) or TorchScript",
-        export,
-        EXPORT_OPTIONS,
-        _run_export,
-    ),
+    "val": Verb("COCO mAP of a model on a dataset split", val, VAL, _call(val)),
+    "predict": Verb("detect objects in images, folders, globs and videos", predict, PREDICT, _run_predict),
+    "export": Verb("export to ONNX (optionally with NMS) or TorchScript", export, EXPORT, _run_export),
     "convert": Verb(
-        "official checkpoint -> safe yolov9k checkpoint (weights_only)",
-        convert,
-        CONVERT_OPTIONS,
-        _run_convert,
+        "official checkpoint -> safe yolov9k checkpoint (weights_only)", convert, CONVERT, _run_convert
     ),
     "demo-data": Verb(
         "generate the synthetic demo detection data set", generate_demo_dataset, DEMO_DATA, _run_demo_data
@@ -230,31 +236,26 @@ VERB_TABLE: dict[str, Verb] = {
     "bench": Verb(
         "time each op on every available backend, and a model forward; 'bench train': a whole training run",
         bench,
-        BENCH_OPTIONS,
+        BENCH,
         _call(bench),
         modes={
             "train": Verb(
                 "a whole training run timed phase by phase (table and JSON); any option of 'yolov9k train'",
                 bench_train,
-                BENCH_TRAIN_OPTIONS,
+                BENCH_TRAIN,
                 _run_bench_train,
-                train_defaults={**DEFAULTS, **SCHEDULE},
+                train_defaults=SCHEDULE,
                 description=_BENCH_TRAIN_DESCRIPTION,
             )
         },
     ),
-    "info": Verb(
-        "model summary (layers, params, GFLOPs) and kernel backends",
-        info,
-        INFO_OPTIONS,
-        _call(info),
-    ),
+    "info": Verb("model summary (layers, params, GFLOPs) and kernel backends", info, INFO, _call(info)),
 }
 VERBS = tuple(VERB_TABLE)
 
 
 def build_parser() -> _Parser:
-    """The argument parser of every verb, generated from the verbs' options tables.
+    """The argument parser of every verb, generated from the option schema.
 
     ``verb_parsers`` maps each command (``"val"``, ``"bench train"``) to its parser; a mode's parser
     stands alone (it reads the tokens after the mode), so the verb's options never mix into it.
@@ -272,11 +273,11 @@ def build_parser() -> _Parser:
 
 
 def _fill_parser(parser: _Parser, verb: Verb) -> _Parser:
-    """A command's description, options (its table, then the training options) and list of modes."""
+    """A command's description, options (its own, then the training options) and list of modes."""
     parser.description = verb.description or verb.fn.__doc__
-    _add_options(parser, verb.fn, verb.options)
+    _add_options(parser, verb.options)
     if verb.train_defaults is not None:
-        _add_train_options(parser, verb.train_defaults)
+        _add_options(parser, TRAIN_OPTIONS, verb.train_defaults)
     if verb.modes:
         lines = [f"  {parser.prog} {mode}: {spec.help}" for mode, spec in verb.modes.items()]
         parser.epilog = "modes (each with its own options, see --help after the mode):\n" + "\n".join(lines)
@@ -324,9 +325,10 @@ def _reject_unknown(target: _Parser, argv: Sequence[str]) -> None:
     bad = [t for t in bad if not _is_number(t)]  # negative numbers are values
     if not bad:
         return
+    visible = sorted(set(target.known_options(hidden=False)) | {"-h"})
     hints = []
     for opt in bad:
-        close = difflib.get_close_matches(opt, sorted(known), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(opt, visible, n=3, cutoff=0.5)
         hints.append(opt + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     target.error("unrecognized arguments: " + ", ".join(hints))
 
@@ -339,41 +341,57 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input: reported in one line, not as a traceback."""
-    errors: list[type[BaseException]] = [FileNotFoundError, ValueError, TypeError, NotImplementedError]
-    errors.append(OSError)  # a file where a folder goes, a full disk, no permission: the path is named
-    errors.append(pickle.UnpicklingError)  # UnsafeCheckpointError derives from it
-    return tuple(errors)
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``yolov9k`` console script; returns the exit status."""
-    parser = build_parser()
-    tokens = _normalize(sys.argv[1:] if argv is None else argv)
+def _parse(parser: _Parser, tokens: list[str]) -> tuple[str, dict[str, Any]] | int:
+    """(command, its options as text) from the command line, or an exit status (``--version``, no verb)."""
     command, rest = _command(parser, tokens)
     if command is not None:
         _reject_unknown(parser.verb_parsers[command], rest)
     if command is not None and " " in command:  # a mode: its own parser reads what follows it
-        options = vars(parser.verb_parsers[command].parse_args(rest))
-    else:
-        args = parser.parse_args(tokens)
-        if args.version:
-            print(f"yolov9k {__version__}")
-            return 0
-        if args.verb is None:
-            parser.print_help()
-            return 2
-        command = args.verb
-        options = {k: v for k, v in vars(args).items() if k not in ("verb", "version")}
+        return command, vars(parser.verb_parsers[command].parse_args(rest))
+    args = parser.parse_args(tokens)
+    if args.version:
+        print(f"yolov9k {__version__}")
+        return 0
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    return args.verb, {k: v for k, v in vars(args).items() if k not in ("verb", "version")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``yolov9k`` console script; returns the exit status.
+
+    0: done. 1: an error - one line for bad input, the traceback and a request for a bug report for
+    anything else. 2: a usage error (unknown option, missing required option). 130: interrupted.
+    """
+    parser = build_parser()
+    parsed = _parse(parser, _normalize(sys.argv[1:] if argv is None else argv))
+    if isinstance(parsed, int):
+        return parsed
+    command, texts = parsed
+    spec = _spec(command)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        _spec(command).run(options)
+        options = parse_texts(spec.all_options, texts)  # every value checked before any work
+        for line in inactive_options(spec.all_options, texts, options):
+            LOGGER.warning(f"yolov9k {command}: warning: {line}")
+        spec.run(options)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
-        print(f"yolov9k {command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - sorted into the user's errors and our bugs right here
+        if is_user_error(e):
+            print(f"yolov9k {command}: error: {_one_line(e)}", file=sys.stderr)
+            return 1
+        traceback.print_exc()
+        print(
+            f"yolov9k {command}: {type(e).__name__}: " + BUG_REPORT.format(version=__version__),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

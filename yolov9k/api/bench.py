@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from yolov9k import ops
-from yolov9k.api.options import POSITIVE, Option, check_options, optional_str, parse_bool
 from yolov9k.models import build_model
 from yolov9k.ops import BACKENDS, BackendUnavailableError, _dispatch, use_backend
+from yolov9k.options import check_options
+from yolov9k.options.verbs import BENCH, BENCH_CASES
 from yolov9k.runtime import select_device
 
-__all__ = ["bench", "format_bench", "CASES", "OPTIONS"]
+__all__ = ["bench", "format_bench", "CASES"]
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,7 @@ def _cases(full: bool) -> list[Case]:
     ]
 
 
-CASES = ("box_iou", "batched_nms", "postprocess", "assign")
-
-OPTIONS: tuple[Option, ...] = (
-    Option("full", "benchmark sizes instead of small ones", parse_bool),
-    Option("device", "cpu, cuda, ... (default: CUDA when available)", optional_str),
-    Option("model", "zoo model for the forward timing ('none' to skip)", optional_str),
-    Option("imgsz", "model input size (default 160, 640 with --full)", int),
-    Option("repeat", "timed calls per entry (median)", int, POSITIVE),
-    Option("ops", "only these ops", nargs="+", choices=CASES),
-)
+CASES = BENCH_CASES  # the ops of _cases(), in that order
 
 
 def _time(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
@@ -167,11 +159,8 @@ def bench(
     Returns:
         rows ``{"op", "size", "backend", "ms"}`` (``ms`` is None when a backend failed, with ``error``).
     """
+    check_options(BENCH, dict(full=full, model=model, imgsz=imgsz, repeat=repeat, ops=ops))
     dev = select_device(device)
-    check_options(OPTIONS, {"repeat": repeat})
-    unknown = sorted(set(ops or ()) - set(CASES))
-    if unknown:
-        raise ValueError(f"unknown op(s) {unknown}; choose from {list(CASES)}")
     gen = torch.Generator().manual_seed(0)
     rows: list[dict[str, Any]] = []
     for case in _cases(full):

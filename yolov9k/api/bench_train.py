@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 
-from yolov9k.api.options import POSITIVE, Option, check_options, optional_str
 from yolov9k.engine.profile import TimedTrainer, format_timing
-from yolov9k.ops import BACKENDS, use_backend
+from yolov9k.ops import use_backend
 from yolov9k.ops._dispatch import requested_backend
+from yolov9k.options import check_options, resolve_config
+from yolov9k.options.verbs import BENCH_TRAIN
 from yolov9k.version import __version__
 
-__all__ = ["bench_train", "SCHEDULE", "OPTIONS"]
+__all__ = ["bench_train", "SCHEDULE"]
 
 # The README demo command's schedule; every other training option keeps its ``yolov9k train`` default.
 SCHEDULE: dict[str, Any] = {"epochs": 10, "imgsz": 256, "nbs": 16, "warmup_epochs": 1.0}
@@ -40,16 +41,6 @@ RECORDED = (
     "model", "data", "epochs", "imgsz", "batch", "nbs", "warmup_epochs", "workers", "device", "amp",
     "channels_last", "compile", "deterministic", "plots", "val", "val_period",
 )  # fmt: skip
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "backend",
-        "op backend of the run: auto, or one forced for every op; None = YOLOV9K_BACKEND, else auto",
-        choices=("auto", *BACKENDS),
-    ),
-    Option("threads", "torch intra-op threads for the run; None = torch's", int, POSITIVE),
-    Option("out", "write the JSON here", optional_str),
-)
 
 
 def bench_train(
@@ -65,7 +56,7 @@ def bench_train(
             None = ``YOLOV9K_BACKEND`` (else auto).
         threads: ``torch.set_num_threads`` for the run (restored after it); None = torch's.
         out: write the record as JSON to this path.
-        **overrides: training options (``yolov9k.engine.config.DEFAULTS``) over :data:`SCHEDULE`;
+        **overrides: training options (``yolov9k.options.TRAIN_OPTIONS``) over :data:`SCHEDULE`;
             without ``project`` the run folder is a temporary one, deleted after the run.
     Returns:
         ``{"tool", "backend", "options", "loader_workers", "channels_last", "env", "wall_s", "timing",
@@ -73,8 +64,9 @@ def bench_train(
         ``TimedTrainer.timing`` (per-epoch phases, their totals, ``setup_s``, ``finish_s``, ``run_s``
         and ``other_s``, the run's time outside setup, epochs and the final validation).
     """
-    check_options(OPTIONS, {k: v for k, v in (("backend", backend), ("threads", threads)) if v is not None})
+    check_options(BENCH_TRAIN, {"backend": backend, "threads": threads, "out": out})
     config = {**SCHEDULE, "name": "bench", "exist_ok": True, **overrides}
+    resolve_config(config)  # every training option checked before the run folder or threads change
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with (
         _threads(threads),

@@ -12,20 +12,15 @@ from pathlib import Path
 
 import torch
 
-from yolov9k.api.options import Option, parse_bool
 from yolov9k.api.runtime import LOGGER
 from yolov9k.checkpoint import load_model, save_checkpoint
+from yolov9k.errors import ConfigError, InputNotFoundError
 from yolov9k.io.files import check_output_file
 from yolov9k.models import reparameterize as drop_pgi
+from yolov9k.options import check_options
+from yolov9k.options.verbs import CONVERT
 
-__all__ = ["convert", "OPTIONS"]
-
-OPTIONS: tuple[Option, ...] = (
-    Option("source", "checkpoint to read (official, yolov9k or state dict)", required=True),
-    Option("output", "yolov9k checkpoint to write", required=True),
-    Option("reparameterize", "drop the PGI branch (yolov9-X -> gelan-X)", parse_bool),
-    Option("half", "store fp16 weights", parse_bool),
-)
+__all__ = ["convert"]
 
 
 def convert(
@@ -49,12 +44,13 @@ def convert(
         or ``output`` is the source. IsADirectoryError / NotADirectoryError: ``output`` is a folder, or a
         file is among its folders. OSError(ENOSPC): the disk filled up while writing.
     """
+    check_options(CONVERT, dict(source=source, output=output, reparameterize=reparameterize, half=half))
     src = Path(source).expanduser()
     if not src.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {src}")
+        raise InputNotFoundError(f"checkpoint not found: {src}")
     out = check_output_file(Path(output).expanduser(), "convert output")
     if out.exists() and out.resolve() == src.resolve():
-        raise ValueError(f"output {out} is the source file; write the converted checkpoint elsewhere")
+        raise ConfigError(f"output {out} is the source file; write the converted checkpoint elsewhere")
     model = load_model(src)
     was_dual = bool(getattr(model, "is_dual", False))
     if reparameterize and was_dual:

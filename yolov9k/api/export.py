@@ -27,31 +27,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from yolov9k.api.options import MODEL, POSITIVE, UNIT, Option, check_options, optional_str, parse_bool
 from yolov9k.api.runtime import LOGGER, resolve_model, to_inference_model
+from yolov9k.errors import ConfigError
 from yolov9k.io.files import atomic_output, check_output_file
 from yolov9k.ops import batched_nms
+from yolov9k.options import check_options
+from yolov9k.options.verbs import EXPORT
 from yolov9k.runtime import select_device
 
-__all__ = ["export", "EfficientNMS", "FORMATS", "OPTIONS"]
+__all__ = ["export", "EfficientNMS", "FORMATS"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
-
-OPTIONS: tuple[Option, ...] = (
-    MODEL,
-    Option("format", "output format", choices=tuple(FORMATS)),
-    Option("imgsz", "input size: one int (square) or H W", int, nargs="+"),
-    Option("file", "output file (default: beside the checkpoint)", optional_str),
-    Option("nms", "ONNX: NMS in the graph (EfficientNMS-style outputs)", parse_bool),
-    Option("half", "fp16 (needs --device cuda)", parse_bool),
-    Option("dynamic", "ONNX: dynamic batch axis", parse_bool),
-    Option("opset", "ONNX opset", int),
-    Option("conf", "with --nms: score threshold", float, UNIT),
-    Option("iou", "with --nms: IoU threshold", float, UNIT),
-    Option("max_det", "with --nms: detections per image", int, POSITIVE),
-    Option("batch", "batch size of the example input", int, POSITIVE),
-    Option("device", "device used for tracing", optional_str),
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,28 +241,30 @@ def export(
     Returns:
         The path written (written atomically: a complete file or none).
     Raises:
+        OptionError: an argument out of its range (``docs/options.md``), before any work.
         ValueError: bad arguments. FileNotFoundError / ValueError: unreadable model source.
         IsADirectoryError / NotADirectoryError: ``file`` is a folder, or a file is among its folders.
         OSError(ENOSPC): the disk filled up while writing (no partial file is left).
     """
     fmt = str(format).lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+    check_options(EXPORT, dict(
+        format=fmt, imgsz=imgsz, file=file, nms=nms, half=half, dynamic=dynamic, opset=opset, conf=conf,
+        iou=iou, max_det=max_det, batch=batch,
+    ))  # fmt: skip
     if nms and fmt != "onnx":
-        raise ValueError("nms=True is supported for format='onnx' only")
+        raise ConfigError("nms=True is supported for format='onnx' only")
     if nms and opset < 11:
-        raise ValueError(f"NMS in the graph needs opset >= 11, got {opset}")
-    check_options(OPTIONS, {"conf": conf, "iou": iou, "max_det": max_det, "batch": batch})
+        raise ConfigError(f"NMS in the graph needs opset >= 11, got {opset}")
     dev = select_device(device)
     if half and dev.type != "cuda":
-        raise ValueError("half=True export needs a CUDA device (device='cuda')")
+        raise ConfigError("half=True export needs a CUDA device (device='cuda')")
     out = check_output_file(file if file is not None else _default_file(model, FORMATS[fmt]), "export file")
 
     net = to_inference_model(resolve_model(model, dev, fuse=False)).to(dev)
     stride = int(max(float(s) for s in net.stride))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
     if h % stride or w % stride or h < stride or w < stride:
-        raise ValueError(f"imgsz {h}x{w} must be a positive multiple of the model stride {stride}")
+        raise ConfigError(f"imgsz {h}x{w} must be a positive multiple of the model stride {stride}")
     if half:
         net = net.half()
     example = torch.zeros(int(batch), 3, h, w, device=dev, dtype=torch.float16 if half else torch.float32)

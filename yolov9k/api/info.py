@@ -8,20 +8,15 @@ from typing import Any
 
 from torch import nn
 
-from yolov9k.api.options import POSITIVE, Option, check_options, parse_bool
 from yolov9k.checkpoint import load_model
+from yolov9k.errors import InputNotFoundError
 from yolov9k.models import MODELS, build_model
 from yolov9k.models.summary import model_info
 from yolov9k.ops import backend_info
+from yolov9k.options import check_options
+from yolov9k.options.verbs import INFO
 
-__all__ = ["info", "format_info", "OPTIONS"]
-
-OPTIONS: tuple[Option, ...] = (
-    Option("model", "zoo name or checkpoint file"),
-    Option("imgsz", "image size for the GFLOPs", int, POSITIVE),
-    Option("fuse", "fold BN and RepConvN first", parse_bool),
-    Option("num_classes", "classes of a zoo model (default: 80)", int),
-)
+__all__ = ["info", "format_info"]
 
 
 def _load(model: nn.Module | str | os.PathLike, num_classes: int | None) -> tuple[nn.Module, str]:
@@ -32,7 +27,7 @@ def _load(model: nn.Module | str | os.PathLike, num_classes: int | None) -> tupl
     if text in MODELS and not Path(text).is_file():
         return build_model(text, num_classes=num_classes).eval(), text
     if not Path(text).expanduser().is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model {text!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
         )
     return load_model(Path(text).expanduser(), num_classes=num_classes), Path(text).name
@@ -58,7 +53,7 @@ def info(
         dict: ``name``, ``nc``, ``is_dual``, ``fused``, ``stride``, ``layers``, ``params``,
         ``gflops``, ``imgsz``, ``backends`` (``yolov9k.ops.backend_info()``).
     """
-    check_options(OPTIONS, {"imgsz": imgsz})
+    check_options(INFO, {"imgsz": imgsz, "fuse": fuse, "num_classes": num_classes})
     net, name = _load(model, num_classes)
     if fuse:
         net.fuse()

@@ -23,48 +23,18 @@ import torch
 from torch import nn
 
 from yolov9k.api.annotate import class_name, draw_detections
-from yolov9k.api.options import (
-    CONF,
-    DEVICE,
-    HALF,
-    IOU,
-    MAX_DET,
-    MODEL,
-    POSITIVE,
-    RUN_NAME,
-    Option,
-    check_options,
-    optional_str,
-    parse_bool,
-)
 from yolov9k.api.runtime import LOGGER, resolve_model
 from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
 from yolov9k.data.splits import round_imgsz
+from yolov9k.errors import ConfigError, OutputError
 from yolov9k.io.files import disk_full_error
 from yolov9k.ops import postprocess
+from yolov9k.options import check_options
+from yolov9k.options.verbs import PREDICT
 from yolov9k.runtime import run_dir, select_device
 
-__all__ = ["predict", "prepare_image", "to_original", "PredictResults", "OPTIONS"]
-
-OPTIONS: tuple[Option, ...] = (
-    MODEL,
-    Option("source", "image, video, folder, glob or .txt list of paths", required=True),
-    Option("imgsz", "inference size in pixels", int, POSITIVE),
-    CONF,
-    IOU,
-    Option("classes", "keep only these class ids", int, nargs="+"),
-    MAX_DET,
-    Option("agnostic", "class-agnostic NMS", parse_bool),
-    DEVICE,
-    HALF,
-    Option("save", "write annotated images / videos", parse_bool),
-    Option("save_txt", "write labels/<stem>.txt: cls cx cy w h conf (normalized)", parse_bool),
-    Option("save_json", "write predictions.json (boxes in original-image pixels)", parse_bool),
-    Option("project", "results go to <project>/<name> (none: runs/predict)", optional_str),
-    RUN_NAME,
-    Option("batch", "images per forward pass", int, POSITIVE),
-)
+__all__ = ["predict", "prepare_image", "to_original", "PredictResults"]
 
 RatioPad = tuple[tuple[float, float], tuple[float, float]]
 
@@ -144,7 +114,7 @@ class _Writers:
                 if out.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
                     out = out.with_suffix(".png")
                 if not cv2.imwrite(str(out), annotated):
-                    raise OSError(f"could not write {out}")
+                    raise OutputError(f"could not write {out}")
             else:
                 self._video_writer(frame, name, annotated.shape).write(annotated)
         if self.save_txt:
@@ -162,7 +132,7 @@ class _Writers:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(str(out), fourcc, frame.fps or 30.0, (shape[1], shape[0]))
             if not writer.isOpened():
-                raise OSError(f"could not open a video writer for {out}")
+                raise OutputError(f"could not open a video writer for {out}")
             self.videos[frame.path] = writer
         return writer
 
@@ -230,15 +200,19 @@ def predict(
         image, ``scores`` (n,) float32, ``classes`` (n,) int64, ``labels`` (n names), ``names``
         (class id -> name). Unreadable inputs are skipped, logged and listed in ``.skipped``.
     Raises:
+        OptionError: an argument out of its range (``docs/options.md``), before any work.
         FileNotFoundError: no source / model file. ValueError: bad arguments.
     """
+    check_options(PREDICT, dict(
+        imgsz=imgsz, conf=conf, iou=iou, classes=classes, max_det=max_det, half=half, save=save,
+        save_txt=save_txt, save_json=save_json, project=project, name=name, batch=batch, agnostic=agnostic,
+    ))  # fmt: skip
     dev = select_device(device)
     if half and dev.type != "cuda":
-        raise ValueError("half=True (fp16 inference) needs a CUDA device")
+        raise ConfigError("half=True (fp16 inference) needs a CUDA device")
     items = collect_sources(source)
     net = resolve_model(model, dev)
     stride = int(max(float(s) for s in net.stride))
-    check_options(OPTIONS, {"imgsz": imgsz, "conf": conf, "iou": iou, "max_det": max_det, "batch": batch})
     imgsz = round_imgsz(imgsz, stride, LOGGER.warning)
     dtype = torch.float16 if half else torch.float32
     if half:  # never convert the caller's own model object

@@ -17,47 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolov9k.api.options import (
-    CONF,
-    DEVICE,
-    HALF,
-    IOU,
-    MAX_DET,
-    MODEL,
-    POSITIVE,
-    RUN_NAME,
-    Option,
-    check_options,
-    optional_str,
-    parse_bool,
-)
 from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model
 from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
 from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine.validate import validate
+from yolov9k.errors import ConfigError, InputError
 from yolov9k.metrics import to_coco_json
+from yolov9k.options import check_options
+from yolov9k.options.verbs import VAL
 from yolov9k.runtime import run_dir, select_device
 
-__all__ = ["val", "format_table", "OPTIONS"]
-
-OPTIONS: tuple[Option, ...] = (
-    MODEL,
-    Option("data", "dataset YAML (default: the generated demo data set)", optional_str),
-    Option("imgsz", "image size in pixels", int, POSITIVE),
-    Option("batch", "images per batch", int, POSITIVE),
-    CONF,
-    IOU,
-    MAX_DET,
-    DEVICE,
-    HALF,
-    Option("save_json", "write predictions.json in COCO result format", parse_bool),
-    Option("project", "results go to <project>/<name> (none: runs/val)", optional_str),
-    RUN_NAME,
-    Option("split", "dataset split", choices=("train", "val", "test")),
-    Option("workers", "dataloader worker processes", int),
-    Option("rect", "rectangular batches (as the official val.py)", parse_bool),
-    Option("plots", "write the PR curve and confusion matrix", parse_bool),
-)
+__all__ = ["val", "format_table"]
 
 
 def _coco_ids(json_file: Path | None) -> tuple[dict[str, int], list[int] | None]:
@@ -146,20 +116,23 @@ def val(
         ``precision``, ``recall``, ``fitness``, ``per_class``, ``speed`` ms per image, ...) plus
         ``save_dir`` and, with ``save_json``, ``json`` (the file written).
     Raises:
+        OptionError: an argument out of its range (``docs/options.md``), before any work.
         FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, or a
         dataset whose class count differs from the model's.
     """
-    checked = {"imgsz": imgsz, "batch": batch, "max_det": max_det, "conf": conf, "iou": iou, "split": split}
-    check_options(OPTIONS, checked)
+    check_options(VAL, dict(
+        data=data, imgsz=imgsz, batch=batch, conf=conf, iou=iou, half=half, save_json=save_json,
+        project=project, name=name, split=split, max_det=max_det, workers=workers, rect=rect, plots=plots,
+    ))  # fmt: skip
     dev = select_device(device)
     if half and dev.type != "cuda":
-        raise ValueError("half=True (fp16 inference) needs a CUDA device")
+        raise ConfigError("half=True (fp16 inference) needs a CUDA device")
 
     check_model_arg(model)
     cfg = load_dataset_config(data if data is not None else ensure_demo_dataset())
     net = resolve_model(model, dev, num_classes=cfg.nc)
     if int(net.nc) != cfg.nc:
-        raise ValueError(f"the model has {net.nc} classes but the dataset {data!r} has {cfg.nc}")
+        raise InputError(f"the model has {net.nc} classes but the dataset {data!r} has {cfg.nc}")
     names = dict(cfg.names)
     stride = int(max(float(s) for s in net.stride))
     size = round_imgsz(imgsz, stride, LOGGER.warning)
@@ -167,7 +140,7 @@ def val(
     samples, stats = load_split(cfg, split, f"dataset {data!r}")
     LOGGER.info("%s: %s", split, stats.summary())
     if stats.boxes == 0:  # every metric would be 0 without saying why
-        raise ValueError(
+        raise InputError(
             f"dataset {data!r}: the {split} split has no boxes at all ({stats.summary()}); mAP needs "
             "labels: labels/ beside images/ (images/x.jpg -> labels/x.txt) or the split's COCO json"
         )

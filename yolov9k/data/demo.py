@@ -30,7 +30,10 @@ import cv2
 import numpy as np
 import yaml
 
+from yolov9k.errors import NotAFolderError, PathExistsError
 from yolov9k.io.files import make_output_dir
+from yolov9k.options import check_options
+from yolov9k.options.verbs import DEMO_DATA
 
 __all__ = ["DEMO_NAMES", "generate_demo_dataset", "default_demo_root", "ensure_demo_dataset"]
 
@@ -224,19 +227,19 @@ def generate_demo_dataset(
     Raises:
         FileExistsError: ``root`` holds something else and ``overwrite`` is False.
         NotADirectoryError: ``root`` or a folder above it is a file.
-        ValueError: bad sizes.
+        OptionError (a ValueError): a size or seed out of its range (``docs/options.md``).
     """
-    if num_train < 1 or num_val < 1 or imgsz < 64:
-        raise ValueError(f"need num_train, num_val >= 1 and imgsz >= 64, got {num_train}, {num_val}, {imgsz}")
+    sizes = dict(num_train=num_train, num_val=num_val, imgsz=imgsz, seed=seed, overwrite=overwrite)
+    check_options(DEMO_DATA, sizes)
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"demo data root {root} is a file, not a folder")
+        raise NotAFolderError(f"demo data root {root} is a file, not a folder")
     params = _params(num_train, num_val, imgsz, seed)
     if _is_complete(root, params) and not overwrite:
         return root / "demo.yaml"
     present = [p for p in _OWNED if (root / p).exists()]
     if present and not overwrite:
-        raise FileExistsError(f"{root} already holds {present} (another demo set?); pass overwrite=True")
+        raise PathExistsError(f"{root} already holds {present} (another demo set?); pass overwrite=True")
     make_output_dir(root.parent, "demo data folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:

@@ -45,7 +45,6 @@ from yolov9k.data import (
 )
 from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine import distributed as ddp
-from yolov9k.engine.config import DEFAULTS, ConfigError, hyp_from_config, resolve_config
 from yolov9k.engine.ema import ModelEMA
 from yolov9k.engine.optim import (
     accumulate_steps,
@@ -57,9 +56,11 @@ from yolov9k.engine.optim import (
 )
 from yolov9k.engine.plots import plot_batch, plot_results
 from yolov9k.engine.validate import validate
+from yolov9k.errors import ConfigError, InputError, InputNotFoundError, TrainingDivergedError
 from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, accelerate, build_model
+from yolov9k.options import DEFAULTS, PATH_OPTIONS, hyp_from_config, resolve_config
 from yolov9k.runtime import default_project, run_dir, select_device, use_channels_last
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
@@ -99,14 +100,15 @@ def train(
     Args:
         model: zoo name (``yolov9k.MODELS``), model yaml, or a checkpoint to start from.
         data: dataset yaml/dict; None = the generated demo data set (``ensure_demo_dataset()``).
-        epochs, imgsz, batch, device, workers, project, name: see ``yolov9k.engine.config.DEFAULTS``.
+        epochs, imgsz, batch, device, workers, project, name: see ``yolov9k.options.TRAIN_OPTIONS``.
         resume: path to a run's ``last.pt`` (or True for the latest run's) to continue it exactly;
             ``epochs=`` larger than the run's extends a finished run.
-        **overrides: any other option of ``DEFAULTS`` (hyperparameters included), e.g. ``lr0=0.02``,
-            ``amp="bf16"``, ``close_mosaic=0``.
+        **overrides: any other training option (``yolov9k.options.TRAIN_OPTIONS``, hyperparameters
+            included; ``docs/options.md``), e.g. ``lr0=0.02``, ``amp="bf16"``, ``close_mosaic=0``.
 
     Raises:
-        ConfigError: an unknown option (with suggestions) or a bad value.
+        OptionError: an unknown option (with suggestions), a value out of its range or an option with
+            no effect in YOLOv9, before any work. Other ``Yolov9kError``: bad data, model or run.
 
     Example:
         >>> r = train(model="gelan-t", epochs=3, imgsz=320, batch=16)
@@ -124,7 +126,7 @@ def find_last_run(project: str | os.PathLike | None = None) -> Path:
     root = default_project("train") if project is None else Path(project).expanduser()
     runs = sorted(root.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise FileNotFoundError(f"resume=True: no {root / '*/weights/last.pt'} to resume")
+        raise InputNotFoundError(f"resume=True: no {root / '*/weights/last.pt'} to resume")
     return runs[-1]
 
 
@@ -139,7 +141,7 @@ def _same_option(key: str, value: Any, saved: Any) -> bool:
     """Whether an option given on resume equals the run's: paths compare by what they point at."""
     if value == saved:
         return True
-    if key in _PATH_OPTIONS and isinstance(value, str) and isinstance(saved, str):
+    if key in PATH_OPTIONS and isinstance(value, str) and isinstance(saved, str):
         return Path(value).expanduser().resolve() == Path(saved).expanduser().resolve()
     return False
 
@@ -147,9 +149,6 @@ def _same_option(key: str, value: Any, saved: Any) -> bool:
 def _is_lost_relative_path(saved: Any) -> bool:
     """A relative data path stored by an older run that does not resolve from this directory."""
     return isinstance(saved, str) and not Path(saved).expanduser().is_absolute() and not Path(saved).exists()
-
-
-_PATH_OPTIONS = frozenset({"data", "model", "pretrained", "project", "hyp", "cache_dir"})
 
 
 def _plain(value: Any) -> Any:
@@ -208,7 +207,7 @@ def _setup_logging() -> None:
 
 
 class Trainer:
-    """Trains a DetectionModel per a resolved config (see :func:`train` and ``config.DEFAULTS``).
+    """Trains a DetectionModel per a resolved config (see :func:`train` and ``yolov9k.options``).
 
     Attributes set by :meth:`setup` (for callbacks and subclasses): ``args`` (flat config dict),
     ``device``, ``dist`` (DistInfo), ``model`` (the training module, maybe DDP/compiled),
@@ -220,13 +219,12 @@ class Trainer:
     """
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        overrides = dict(overrides or {})
-        resume = overrides.get("resume", False)
+        checked = resolve_config(overrides)  # every option checked before anything is read or made
         self.resume_ckpt: dict[str, Any] | None = None
-        if resume:
-            self.args = self._resume_args(resume, overrides)
+        if checked["resume"]:
+            self.args = self._resume_args(checked)
         else:
-            self.args = resolve_config(overrides)
+            self.args = checked
             self.args["data"] = _absolute_data_path(self.args["data"])
         self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {e: [] for e in _EVENTS}
         self.metrics: dict[str, Any] = {}
@@ -239,16 +237,18 @@ class Trainer:
         self._is_setup = False
 
     # ---- configuration -----------------------------------------------------------------------------------
-    def _resume_args(self, resume: Any, overrides: dict[str, Any]) -> dict[str, Any]:
-        """The run's saved args, updated with the overrides resume allows (others must not change)."""
-        if not isinstance(resume, bool | str | os.PathLike):
-            raise ConfigError(f"resume={resume!r}: expected True or a path to last.pt")
-        path = find_last_run(overrides.get("project")) if resume is True else Path(resume)
+    def _resume_args(self, checked: dict[str, Any]) -> dict[str, Any]:
+        """The run's saved args, updated with the options (``checked``: resolved) that resume allows to
+        change (others must not)."""
+        resume = checked["resume"]
+        path = find_last_run(checked["project"]) if resume is True else Path(resume)
         ckpt = load_checkpoint(path)
         if ckpt.get("trainer_version") is None or "optimizer" not in ckpt:
-            raise ValueError(f"{path} has no trainer state (optimizer, epoch): it cannot be resumed")
-        saved = resolve_config({k: v for k, v in ckpt["args"].items() if k in DEFAULTS and k != "resume"})
-        checked = resolve_config({k: v for k, v in overrides.items() if k != "resume"})
+            raise InputError(f"{path} has no trainer state (optimizer, epoch): it cannot be resumed")
+        # The run's own args (already resolved when it started: its hyp file is not read again, and
+        # entries of older versions that are no options now, such as obj or iou_t, are dropped).
+        run_args = {k: v for k, v in ckpt["args"].items() if k in DEFAULTS and k not in ("resume", "hyp")}
+        saved = {**resolve_config(run_args), "hyp": ckpt["args"].get("hyp")}
         changed = {}
         for key, value in checked.items():
             # a key counts as given when it differs from both the default and the run's value
@@ -265,7 +265,7 @@ class Trainer:
             changed[key] = value
         args = {**saved, **changed, "resume": str(path)}
         if ckpt["epoch"] + 1 >= args["epochs"]:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: training to {args['epochs']} epochs is complete (last epoch {ckpt['epoch'] + 1}); "
                 f"pass epochs=N > {ckpt['epoch'] + 1} to extend it"
             )
@@ -485,6 +485,8 @@ class Trainer:
     def wrap_model(self) -> None:
         """DDP (with optional SyncBN) and torch.compile around ``net``; ``model`` is what is called."""
         a, model = self.args, self.net
+        if a["sync_bn"] and not self.dist.enabled and self.is_main:
+            LOGGER.warning("sync_bn=True has no effect in a single process (it acts in torchrun DDP runs)")
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -538,7 +540,7 @@ class Trainer:
         self.nan_skips += 1
         self.log(f"WARNING: {why}: step skipped ({self.nan_skips} so far)")
         if self.nan_skips > self.args["max_nan_skips"]:
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"{self.nan_skips} steps skipped for non-finite losses/gradients (max_nan_skips="
                 f"{self.args['max_nan_skips']}); training diverged - lower lr0 or check the data. "
                 f"The last complete epoch is in {self.last}"

@@ -27,6 +27,7 @@ time limit, with two documented choices:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +35,7 @@ from torch import Tensor
 
 from yolov9k.ops import _dispatch
 from yolov9k.ops.boxes import box_iou_reference, xywh2xyxy
+from yolov9k.options.limits import MAX_DET
 
 __all__ = [
     "MAX_WH",
@@ -224,8 +226,11 @@ def _check_pred(
         raise ValueError(f"postprocess: conf_thres must be in [0, 1], got {conf_thres}")
     if not 0.0 <= iou_thres <= 1.0:
         raise ValueError(f"postprocess: iou_thres must be in [0, 1], got {iou_thres}")
-    if int(max_det) < 1 or int(max_nms) < 1:
-        raise ValueError(f"postprocess: max_det and max_nms must be >= 1, got {max_det}, {max_nms}")
+    for name, value, high in (("max_det", max_det, MAX_DET), ("max_nms", max_nms, None)):
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not whole or value < 1 or (high is not None and value > high):
+            bounds = f"[1, {high}]" if high is not None else "[1, inf)"
+            raise ValueError(f"postprocess: {name} must be an integer in {bounds}, got {value!r}")
     return pred
 
 

@@ -120,6 +120,7 @@ class Option:
             API, and ignored with one warning when an official hyp file holds it.
         only_with: ``(option, value)``: the option acts only when that other option has that value;
             the command line warns when it is given without it.
+        expect: what a valid value is, in error messages, where the kind says too little.
         hidden: kept out of ``--help`` (the no-effect options).
     """
 
@@ -137,6 +138,7 @@ class Option:
     group: str = ""
     no_effect: str = ""
     only_with: tuple[str, Any] | None = None
+    expect: str = ""
     bounds: Range | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +194,9 @@ class Option:
 
     def expected(self) -> str:
         """What a valid value is, for error messages: ``an integer in [1, 8192]``, ``true or false``, ..."""
-        if self.kind == "int":
+        if self.expect:
+            text = self.expect
+        elif self.kind == "int":
             text = f"an integer in {self.bounds}"
         elif self.kind == "float":
             text = f"a number in {self.bounds}"

@@ -120,7 +120,8 @@ _RUN: tuple[Option, ...] = (
     Option("save_period", "int", 0, "also keep weights/epoch<N>.pt every N epochs (0 = off)", EPOCHS),
     Option("plots", "bool", True, "write results.png, PR curve, confusion matrix and batch images"),
     Option("verbose", "bool", True, "progress bars and log lines"),
-    Option("resume", "path", False, "path to a last.pt, or true = the latest run's last.pt", bools=True),
+    Option("resume", "path", False, "path to a last.pt, or true = the latest run's last.pt", bools=True,
+           expect="True or a path to last.pt (False: a new run)"),
     Option("hyp", "path", None, "yaml file (a dict from Python) of hyperparameters (lr0, mosaic, ...); "
            "explicit options win over it", nullable=True, mapping=True),
 )
