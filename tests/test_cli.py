@@ -341,3 +341,22 @@ def test_every_user_error_type_is_ours():
         assert issubclass(cls, Yolov9kError) and issubclass(cls, builtin), cls
     assert not is_user_error(ValueError("x")) and not is_user_error(OSError("no errno"))
     assert is_user_error(OSError(2, "No such file", "x")) and not is_user_error(OSError(22, "EINVAL"))
+
+
+def test_divergence_with_max_nan_skips_0_stops_in_one_line(demo_yaml, tmp_path, monkeypatch, capsys):
+    import yolov9k.engine.trainer as trainer_module
+
+    class NanLoss(trainer_module.DetectionLoss):
+        def __call__(self, preds, targets):
+            total, items = super().__call__(preds, targets)
+            return total * float("nan"), items
+
+    monkeypatch.setattr(trainer_module, "DetectionLoss", NanLoss)
+    argv = ["train", "--data", str(demo_yaml), "--epochs", "1", "--imgsz", "64", "--batch", "4",
+            "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--plots", "false",
+            "--verbose", "false", "--max-nan-skips", "0"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("yolov9k train: error: 1 steps skipped for non-finite losses")
+    assert "max_nan_skips=0" in err
