@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import operator
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -282,7 +283,8 @@ class Option:
             raise self.error(shown, cli=cli)
         if self.count is not None:
             low, high = self.count
-            items = list(value) if isinstance(value, list | tuple) else [value] if low <= 1 else None
+            many = isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping)
+            items = list(value) if many else [value] if low <= 1 else None
             if items is None or len(items) < low or (high is not None and len(items) > high):
                 raise self.error(shown, cli=cli)
             return [self._check_scalar(v, shown, cli) for v in items]
@@ -292,13 +294,16 @@ class Option:
         bad = self.error(shown, cli=cli)
         kind = self.kind
         if kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            if isinstance(value, bool):
                 raise bad
-            if kind == "int":
-                if not isinstance(value, numbers.Integral):
-                    raise bad
-                value = int(value)
+            if kind == "int":  # int, numpy and 0-d tensor integers (anything with __index__)
+                try:
+                    value = operator.index(value)
+                except TypeError:
+                    raise bad from None
             else:
+                if not isinstance(value, numbers.Real):
+                    raise bad
                 value = float(value)
                 if not math.isfinite(value):
                     raise self.error(shown, f"expected a finite number in {self.bounds}", cli)
