@@ -8,7 +8,7 @@ Run by ``.ci/check_triton_build.sh``; three steps, each its own process:
     argument (dtypes, data-pointer alignment, integer values, constexprs) is the one a real launch
     gets. Shapes: the *default path* (every zoo model at imgsz 320 / 416 / 640 / 1280, training
     (fp32 and AMP fp16 / bf16: BN + SiLU forward and backward, the assigner as the loss calls it) and
-    inference (unfused eval: BN + SiLU forward; fused: the concat GEMM, fp32 / fp16 / bf16),
+    inference (unfused eval: BN + SiLU forward; fused: the concat GEMM, fp16 / bf16),
     NCHW and channels-last, batch 16, 1 and an odd last batch), plus a *cover* set of every other
     dtype, layout and constexpr the wrappers accept (fp64, channel slices, strided scores,
     other exponents and top-k). Writes a JSON list of launches.
@@ -307,7 +307,8 @@ def collect(out: Path, models: Iterable[str] | None = None) -> int:
                 _bn_calls(bn_k, _rebatch(spec, n), dtype, training=True, grad=True)
                 _bn_calls(bn_k, _rebatch(spec, n), dtype, training=False, grad=False)
         # default path: fused inference, the concat GEMM over a block's branches (batch 1 and 16)
-        for ((inputs, wshape), imgsz, cl), n, dtype in _product(concat_specs, (1, 16), (f32, f16, bf16)):
+        # (fp32 maps go to cuDNN inside a model: yolov9k.ops.fused.can_run_concat_gemm)
+        for ((inputs, wshape), imgsz, cl), n, dtype in _product(concat_specs, (1, 16), (f16, bf16)):
             with rec.scene(f"fused eval imgsz {imgsz} {'NHWC' if cl else 'NCHW'} {dtype} batch {n}", True):
                 _concat_calls(cc_k, [_rebatch(s, n) for s in inputs], wshape, dtype)
         # default path: the assigner as DetectionLoss calls it (float32 scores, topk 10, 0.5 / 6.0)
@@ -345,22 +346,16 @@ def _collect_cover(rec: _Recorder, bn_k, cc_k, assign_k) -> None:
                 for wdtype in {torch.float32, dtype}:  # autocast (fp32 parameters) or a model in dtype
                     _bn_calls(bn_k, (shape, stride, offset), dtype, True, True, wdtype)
                     _bn_calls(bn_k, (shape, stride, offset), dtype, False, True, wdtype)
-    # concat: 1..4 inputs (and more, folded), each dtype, NCHW / NHWC / sliced inputs
-    for dtype in dtypes:
-        for layout in ("NCHW", "NHWC"):
-            for k in range(1, 6):
-                inputs = []
-                for i in range(k):
-                    c = 8 * (i + 1) + (3 if i == 1 else 0)
-                    shape = (2, c, 6, 7)
-                    if layout == "NCHW":
-                        stride = (c * 42, 42, 7, 1)
-                    else:
-                        stride = (c * 42, 1, 7 * c, c)
-                    inputs.append((shape, stride, 42 * (i % 2)))
-                wshape = (24, sum(s[0][1] for s in inputs), 1, 1)
-                with rec.scene(f"cover concat {dtype} {layout} inputs {k}", False):
-                    _concat_calls(cc_k, inputs, wshape, dtype)
+    # concat: each dtype in both layouts, 1..4 inputs (5: folded into 4) spread over them, a sliced
+    # (unaligned) input, and fp32 with TF32 off ("ieee" products)
+    plan = [(dtype, layout, k) for dtype in dtypes for layout, k in (("NCHW", 0), ("NHWC", 2))]
+    for i, (dtype, layout, k0) in enumerate(plan):
+        k = 1 + (i + k0) % 5
+        for allow_tf32 in (True, False) if dtype == torch.float32 else (True,):
+            torch.backends.cudnn.allow_tf32 = allow_tf32
+            with rec.scene(f"cover concat {dtype} {layout} inputs {k} tf32 {allow_tf32}", False):
+                _concat_calls(cc_k, *_concat_inputs(k, layout), dtype)
+        torch.backends.cudnn.allow_tf32 = True
     # assign: score dtypes and a strided view, every exponent mode, several top-k pads
     for dtype in (torch.float16, torch.bfloat16):
         with rec.scene(f"cover assign scores {dtype}", False):
@@ -372,6 +367,20 @@ def _collect_cover(rec: _Recorder, bn_k, cc_k, assign_k) -> None:
         for topk in (1, 3, 13, 32):
             with rec.scene(f"cover assign alpha {alpha} beta {beta} topk {topk}", False):
                 _assign_call(assign_k, 320, 2, 5, 80, torch.float32, topk=topk, alpha=alpha, beta=beta)
+
+
+def _concat_inputs(k: int, layout: str) -> tuple[list, tuple]:
+    """``k`` input specs (channel counts 8, 19, 24, ...; every other one a slice starting at
+    channel 1, so its data pointer is not 16-byte aligned) and the weight shape."""
+    inputs = []
+    for i in range(k):
+        c = 8 * (i + 1) + (3 if i == 1 else 0)
+        c_total, c0 = c + (i % 2), i % 2
+        if layout == "NCHW":
+            inputs.append(((2, c, 6, 7), (c_total * 42, 42, 7, 1), c0 * 42))
+        else:
+            inputs.append(((2, c, 6, 7), (c_total * 42, 1, 7 * c_total, c_total), c0))
+    return inputs, (24, sum(s[0][1] for s in inputs), 1, 1)
 
 
 def _plant(rec: _Recorder) -> None:
@@ -531,7 +540,8 @@ def _can_pick(launch: Launch, config, args, cc: int) -> tuple[bool, dict]:
     from kernels.concat_conv1x1 import configs_that_fit
 
     elem = args[0].element_size()
-    picks = {c: config in configs_that_fit([config], elem, SMEM_LIMIT[c]) for c in (cc, *SAME_CODE_AS)}
+    configs = _load_kernel(launch.kernel).configs
+    picks = {c: config in configs_that_fit(configs, elem, SMEM_LIMIT[c]) for c in (cc, *SAME_CODE_AS)}
     return picks[cc], {t: picks[t] for t, base in SAME_CODE_AS.items() if base == cc}
 
 
