@@ -26,6 +26,11 @@ CPU reference's pow by one ulp; so can ``s ** 0.5``, because torch's CPU float32
 correctly rounded (0.5267702 -> 0.72578931, exact 0.72578937) while the interpreter's is. Scores
 then agree to ~1e-7 relative, and a top-k decision could only flip on a near-exact tie.
 
+Labels: a gt whose label is outside [0, C) is treated as padding (as if ``mask_gt`` were 0) and
+its label is clamped into [0, C) for every read, so no kernel reads or writes out of bounds; checking
+it would cost a host sync per call (``yolov9k.ops.assign`` raises for it on CPU tensors, and
+``DetectionLoss`` never passes such a label).
+
 Anchor layouts that are not a regular multi-level grid (as ``make_anchors`` builds it), float64
 boxes and M == 0 go to the PyTorch reference. Reading the layout costs one (A, 2) device-to-host
 copy (a host sync) the first time an anchor tensor is seen; it is remembered for that tensor while
@@ -394,7 +399,7 @@ def assign_triton(
     if levels is None:  # not a regular multi-level grid: the reference handles any layout
         return None
     device = pd_scores.device
-    if not pd_scores.is_cuda and pd_scores.dtype == torch.bfloat16:
+    if _INTERPRET and pd_scores.dtype == torch.bfloat16:
         pd_scores = pd_scores.float()  # the interpreter mis-handles bf16 (exact conversion)
     pd = pd_bboxes.float()
     gt = gt_bboxes.float()
@@ -402,8 +407,11 @@ def assign_triton(
     gt_atan = box_terms(gt, CIOU_EPS)["atan"].contiguous()
     pd, gt = pd.contiguous(), gt.contiguous()
     labels = gt_labels.reshape(bsz, m).long()
-    labels32 = labels.to(torch.int32).contiguous()
-    valid = mask_gt.reshape(bsz, m).bool().to(torch.int8).contiguous()
+    # Labels outside [0, C): that gt is padding (never assigned) and its label reads as clamped into
+    # [0, C), so no kernel indexes scores or outputs out of bounds. Device ops only: no host sync.
+    in_range = (labels >= 0) & (labels < n_cls)
+    labels32 = labels.clamp(0, max(n_cls - 1, 0)).to(torch.int32).contiguous()
+    valid = (mask_gt.reshape(bsz, m).bool() & in_range).to(torch.int8).contiguous()
     anc = anc_points.float().contiguous()
     lvl_stride, lvl_nx, lvl_ny, lvl_off = _level_tensors(tuple(levels), device)
 

@@ -10,9 +10,10 @@ and the SiLU output of the eager pair.
 
 Layout: ``x`` (N, C, H, W) in any memory format whose H and W can be flattened into one index
 (contiguous NCHW, channels_last, channel slices of either); other strides are copied to contiguous
-first. Every kernel sees ``x`` as rows ``m = n * HW + s`` (M = N * H * W) and channels ``c`` with
-element offset ``n * stride_n + s * stride_hw + c * stride_c``; tiles are [BLOCK_M, BLOCK_C], so the
-stride-1 dimension (s for NCHW, c for NHWC) is the coalesced one either way. All arithmetic is fp32
+first. Every kernel sees ``x`` as positions ``s`` (< HW) of images ``n`` and channels ``c`` with
+element offset ``n * stride_n + s * stride_hw + c * stride_c``; tiles are [BLOCK_M, BLOCK_C] with
+the BLOCK_M positions inside one image, so the stride-1 dimension (s for NCHW, c for NHWC) is the
+coalesced one either way. All arithmetic is fp32
 (loads are upcast), which is also what the Triton CPU interpreter needs (see docs/building.md).
 
 Statistics use Chan et al.'s parallel variance: each program folds its tiles into a running
@@ -35,43 +36,58 @@ __all__ = ["bn_silu_forward", "bn_silu_backward", "bn_silu_triton"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# Block sizes. GPU values are a memory-bound default (4096 elements a program), not yet tuned on a
-# GPU (TODO: benchmarks/test_bench_fused.py on a lent H100). Under the CPU interpreter small
-# channel blocks keep odd channel counts on several programs and big row blocks keep grids tiny.
-BLOCK_M = 64
-BLOCK_C = 16 if _INTERPRET else 64
+# Tile sizes (positions x channels) by which stride is 1. Channels-last (stride_c == 1): 64 x 64, the
+# channel dimension coalesced. NCHW (stride_hw == 1): 64 positions x 16 channels; 64 x 64 there
+# spilled under Triton 3.6 (ptxas 12.8) whenever H*W is not a multiple of 16 (each of 32 elements a
+# thread then needs its own 64-bit address: no vector loads); 64 x 16 (8 elements a thread) needs
+# at most ~100 registers (.ci/check_triton_build.sh, benchmarks/RESULTS.md). Not yet tuned for
+# speed on a GPU (TODO: benchmarks/test_bench_fused.py on a lent H100). Under the CPU interpreter
+# small channel blocks keep odd channel counts on several programs and big row blocks keep grids tiny.
+_TILE_CHANNELS_LAST = (64, 16) if _INTERPRET else (64, 64)
+_TILE_NCHW = (64, 16)
 NUM_WARPS = 4
+# Sizes used only in masks and loop bounds: not specialised on (==1, % 16), so a new feature-map size
+# reuses the compiled kernel instead of compiling another one; strides stay specialised (== 1 picks
+# the coalesced, vectorised layout).
+_SIZES = ["C", "HW", "s_blocks", "tiles", "tiles_per_split"]
 # Target number of row splits of the statistics / gradient-reduction kernels.
 _TARGET_SPLITS = 2 if _INTERPRET else 128
 
 
 # --- Triton kernels ------------------------------------------------------------------------------
+#
+# Row tiles never cross an image: a tile is BLOCK_M consecutive positions s of one image n (the
+# program or loop step knows n and the first s as scalars), so element offsets are
+# n * stride_n + s * stride_hw + c * stride_c without a per-element division by H*W. (Tiles of the
+# flattened N*H*W index needed `m // HW` and `m % HW` per element: with H*W not a multiple of 16 that
+# defeated vectorisation and made the BN kernels spill under Triton 3.6, see benchmarks/RESULTS.md.)
 
 
 @triton.jit
-def _tile_offsets(rows, cols, HW, stride_n, stride_hw, stride_c):
-    """Element offsets of the [BLOCK_M, BLOCK_C] tile ``rows`` x ``cols`` (int64)."""
-    n = (rows // HW).to(tl.int64)
-    s = (rows % HW).to(tl.int64)
-    return (n * stride_n + s * stride_hw)[:, None] + cols.to(tl.int64)[None, :] * stride_c
+def _tile_offsets(n, s, cols, stride_n, stride_hw, stride_c):
+    """Element offsets (int64) of the [BLOCK_M, BLOCK_C] tile: positions ``s`` of image ``n`` x ``cols``."""
+    row = n.to(tl.int64) * stride_n + s.to(tl.int64) * stride_hw
+    return row[:, None] + cols.to(tl.int64)[None, :] * stride_c
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _bn_stats_kernel(
     X_ptr,
     MEAN_ptr,  # (splits, C) fp32 partial means
     M2_ptr,  # (splits, C) fp32 partial sums of squared deviations
-    M,
+    CNT_ptr,  # (splits,) fp32 rows counted by each split
     C,
     HW,
-    rows_per_split,
+    s_blocks,  # row tiles per image: cdiv(HW, BLOCK_M)
+    tiles,  # N * s_blocks
+    tiles_per_split,
     x_stride_n,
     x_stride_hw,
     x_stride_c,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Per-channel (mean, M2) over the rows [split * rows_per_split, ...) of one channel block."""
+    """Per-channel (mean, M2) over the row tiles [split * tiles_per_split, ...) of one channel block."""
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
     cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -79,13 +95,14 @@ def _bn_stats_kernel(
     count = tl.zeros([BLOCK_C], dtype=tl.float32)
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
-    start = pid_s * rows_per_split
-    end = tl.minimum(start + rows_per_split, M)
-    for m0 in range(start, end, BLOCK_M):
-        rows = m0 + tl.arange(0, BLOCK_M)
-        row_mask = rows < end
+    t0 = pid_s * tiles_per_split
+    t1 = tl.minimum(t0 + tiles_per_split, tiles)
+    for t in range(t0, t1):
+        n = t // s_blocks
+        s = (t - n * s_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = s < HW
         mask = row_mask[:, None] & col_mask[None, :]
-        offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
+        offs = _tile_offsets(n, s, cols, x_stride_n, x_stride_hw, x_stride_c)
         x = tl.load(X_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tile_n = tl.sum(row_mask.to(tl.float32), axis=0)
         tile_mean = tl.sum(x, axis=0) / tile_n
@@ -98,17 +115,19 @@ def _bn_stats_kernel(
         count = new_count
     tl.store(MEAN_ptr + pid_s * C + cols, mean, mask=col_mask)
     tl.store(M2_ptr + pid_s * C + cols, m2, mask=col_mask)
+    if pid_c == 0:
+        tl.store(CNT_ptr + pid_s, tl.max(count, axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _bn_silu_forward_kernel(
     X_ptr,
     Y_ptr,
     SCALE_ptr,  # (C,) fp32: weight * rstd
     SHIFT_ptr,  # (C,) fp32: bias - mean * weight * rstd
-    M,
     C,
     HW,
+    s_blocks,
     x_stride_n,
     x_stride_hw,
     x_stride_c,
@@ -118,17 +137,18 @@ def _bn_silu_forward_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """y = silu(x * scale + shift) on one [BLOCK_M, BLOCK_C] tile."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    """y = silu(x * scale + shift) on one [BLOCK_M, BLOCK_C] tile (program 0: image x row tile)."""
+    n = tl.program_id(0) // s_blocks
+    s = (tl.program_id(0) - n * s_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_mask = cols < C
-    mask = (rows < M)[:, None] & col_mask[None, :]
-    x = tl.load(X_ptr + _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c), mask=mask)
+    mask = (s < HW)[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + _tile_offsets(n, s, cols, x_stride_n, x_stride_hw, x_stride_c), mask=mask)
     scale = tl.load(SCALE_ptr + cols, mask=col_mask, other=0.0)
     shift = tl.load(SHIFT_ptr + cols, mask=col_mask, other=0.0)
     z = x.to(tl.float32) * scale[None, :] + shift[None, :]
     y = z * tl.sigmoid(z)
-    y_offs = _tile_offsets(rows, cols, HW, y_stride_n, y_stride_hw, y_stride_c)
+    y_offs = _tile_offsets(n, s, cols, y_stride_n, y_stride_hw, y_stride_c)
     tl.store(Y_ptr + y_offs, y.to(Y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -141,7 +161,7 @@ def _silu_grad(x, dy, mean, rstd, weight, bias):
     return xhat, dy * sig * (1.0 + z * (1.0 - sig))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _bn_silu_backward_reduce_kernel(
     X_ptr,
     DY_ptr,
@@ -151,10 +171,11 @@ def _bn_silu_backward_reduce_kernel(
     B_ptr,
     DB_ptr,  # (splits, C) fp32 partial sum(dz)
     DW_ptr,  # (splits, C) fp32 partial sum(dz * xhat)
-    M,
     C,
     HW,
-    rows_per_split,
+    s_blocks,
+    tiles,
+    tiles_per_split,
     x_stride_n,
     x_stride_hw,
     x_stride_c,
@@ -175,13 +196,14 @@ def _bn_silu_backward_reduce_kernel(
     bias = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     db = tl.zeros([BLOCK_C], dtype=tl.float32)
     dw = tl.zeros([BLOCK_C], dtype=tl.float32)
-    start = pid_s * rows_per_split
-    end = tl.minimum(start + rows_per_split, M)
-    for m0 in range(start, end, BLOCK_M):
-        rows = m0 + tl.arange(0, BLOCK_M)
-        mask = (rows < end)[:, None] & col_mask[None, :]
-        x_offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
-        dy_offs = _tile_offsets(rows, cols, HW, dy_stride_n, dy_stride_hw, dy_stride_c)
+    t0 = pid_s * tiles_per_split
+    t1 = tl.minimum(t0 + tiles_per_split, tiles)
+    for t in range(t0, t1):
+        n = t // s_blocks
+        s = (t - n * s_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask = (s < HW)[:, None] & col_mask[None, :]
+        x_offs = _tile_offsets(n, s, cols, x_stride_n, x_stride_hw, x_stride_c)
+        dy_offs = _tile_offsets(n, s, cols, dy_stride_n, dy_stride_hw, dy_stride_c)
         x = tl.load(X_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY_ptr + dy_offs, mask=mask, other=0.0).to(tl.float32)
         xhat, dz = _silu_grad(x, dy, mean, rstd, weight, bias)
@@ -192,7 +214,7 @@ def _bn_silu_backward_reduce_kernel(
     tl.store(DW_ptr + pid_s * C + cols, dw, mask=col_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _bn_silu_backward_dx_kernel(
     X_ptr,
     DY_ptr,
@@ -204,9 +226,9 @@ def _bn_silu_backward_dx_kernel(
     A_ptr,  # (C,) fp32: weight * rstd
     C1_ptr,  # (C,) fp32: weight * rstd * sum(dz) / M   (0 in eval mode)
     C2_ptr,  # (C,) fp32: weight * rstd * sum(dz * xhat) / M   (0 in eval mode)
-    M,
     C,
     HW,
+    s_blocks,
     x_stride_n,
     x_stride_hw,
     x_stride_c,
@@ -220,10 +242,11 @@ def _bn_silu_backward_dx_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """dx = a * dz - c1 - xhat * c2 on one tile (the batch-statistics BN input gradient)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(0) // s_blocks
+    s = (tl.program_id(0) - n * s_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_mask = cols < C
-    mask = (rows < M)[:, None] & col_mask[None, :]
+    mask = (s < HW)[:, None] & col_mask[None, :]
     mean = tl.load(MEAN_ptr + cols, mask=col_mask, other=0.0)
     rstd = tl.load(RSTD_ptr + cols, mask=col_mask, other=0.0)
     weight = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
@@ -231,13 +254,13 @@ def _bn_silu_backward_dx_kernel(
     a = tl.load(A_ptr + cols, mask=col_mask, other=0.0)
     c1 = tl.load(C1_ptr + cols, mask=col_mask, other=0.0)
     c2 = tl.load(C2_ptr + cols, mask=col_mask, other=0.0)
-    x_offs = _tile_offsets(rows, cols, HW, x_stride_n, x_stride_hw, x_stride_c)
-    dy_offs = _tile_offsets(rows, cols, HW, dy_stride_n, dy_stride_hw, dy_stride_c)
+    x_offs = _tile_offsets(n, s, cols, x_stride_n, x_stride_hw, x_stride_c)
+    dy_offs = _tile_offsets(n, s, cols, dy_stride_n, dy_stride_hw, dy_stride_c)
     x = tl.load(X_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(DY_ptr + dy_offs, mask=mask, other=0.0).to(tl.float32)
     xhat, dz = _silu_grad(x, dy, mean, rstd, weight, bias)
     dx = a[None, :] * dz - c1[None, :] - xhat * c2[None, :]
-    dx_offs = _tile_offsets(rows, cols, HW, dx_stride_n, dx_stride_hw, dx_stride_c)
+    dx_offs = _tile_offsets(n, s, cols, dx_stride_n, dx_stride_hw, dx_stride_c)
     tl.store(DX_ptr + dx_offs, dx.to(DX_ptr.dtype.element_ty), mask=mask)
 
 
@@ -256,12 +279,21 @@ def _flat_strides(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
     return t, (sn, sw, sc)
 
 
-def _splits(m: int) -> tuple[int, int]:
-    """(number of row splits, rows per split; a multiple of BLOCK_M) for the reduction kernels."""
-    tiles = triton.cdiv(m, BLOCK_M)
+def _tile(strides: tuple[int, int, int]) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_C) for a tensor of (stride_n, stride_hw, stride_c)."""
+    return _TILE_CHANNELS_LAST if strides[2] == 1 else _TILE_NCHW
+
+
+def _row_tiles(n: int, hw: int, block_m: int) -> tuple[int, int]:
+    """(row tiles per image, all row tiles) for images of ``hw`` positions."""
+    s_blocks = triton.cdiv(hw, block_m)
+    return s_blocks, n * s_blocks
+
+
+def _splits(tiles: int) -> tuple[int, int]:
+    """(number of splits, row tiles per split) of the reduction kernels."""
     tiles_per_split = triton.cdiv(tiles, min(tiles, _TARGET_SPLITS))
-    rows_per_split = tiles_per_split * BLOCK_M
-    return triton.cdiv(m, rows_per_split), rows_per_split
+    return triton.cdiv(tiles, tiles_per_split), tiles_per_split
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor) -> None:
@@ -280,19 +312,20 @@ def _check(x: Tensor, weight: Tensor, bias: Tensor) -> None:
 def _batch_stats(x: Tensor, strides: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
     """Per-channel (mean, biased variance) of x (N, C, H, W) in fp32."""
     n, c, h, w = x.shape
-    m = n * h * w
-    splits, rows_per_split = _splits(m)
+    block_m, block_c = _tile(strides)
+    s_blocks, tiles = _row_tiles(n, h * w, block_m)
+    splits, tiles_per_split = _splits(tiles)
     pmean = torch.empty((splits, c), device=x.device, dtype=torch.float32)
     pm2 = torch.empty_like(pmean)
-    grid = (triton.cdiv(c, BLOCK_C), splits)
+    counts = torch.empty((splits, 1), device=x.device, dtype=torch.float32)
+    grid = (triton.cdiv(c, block_c), splits)
     _bn_stats_kernel[grid](
-        x, pmean, pm2, m, c, h * w, rows_per_split, *strides,
-        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+        x, pmean, pm2, counts, c, h * w, s_blocks, tiles, tiles_per_split, *strides,
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=NUM_WARPS,
     )  # fmt: skip
+    m = n * h * w
     if splits == 1:
         return pmean[0], pm2[0] / m
-    counts = torch.full((splits, 1), float(rows_per_split), device=x.device, dtype=torch.float32)
-    counts[-1] = m - rows_per_split * (splits - 1)
     mean = (counts * pmean).sum(0) / m
     m2 = pm2.sum(0) + (counts * (pmean - mean) ** 2).sum(0)
     return mean, m2 / m
@@ -333,10 +366,12 @@ def bn_silu_forward_impl(
     shift = bias.float() - mean * scale
     y = torch.empty_like(x, memory_format=torch.preserve_format)
     y, y_strides = _flat_strides(y)
-    grid = (triton.cdiv(n * h * w, BLOCK_M), triton.cdiv(c, BLOCK_C))
+    block_m, block_c = _tile(strides)
+    s_blocks, tiles = _row_tiles(n, h * w, block_m)
+    grid = (tiles, triton.cdiv(c, block_c))
     _bn_silu_forward_kernel[grid](
-        xf, y, scale, shift, n * h * w, c, h * w, *strides, *y_strides,
-        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+        xf, y, scale, shift, c, h * w, s_blocks, *strides, *y_strides,
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=NUM_WARPS,
     )  # fmt: skip
     return y, mean, rstd, var
 
@@ -359,12 +394,15 @@ def bn_silu_backward_impl(
     m = n * h * w
     xf, x_strides = _flat_strides(x)
     dyf, dy_strides = _flat_strides(dy)
-    splits, rows_per_split = _splits(m)
+    block_m, block_c = _tile(x_strides)
+    s_blocks, tiles = _row_tiles(n, h * w, block_m)
+    splits, tiles_per_split = _splits(tiles)
     pdb = torch.empty((splits, c), device=x.device, dtype=torch.float32)
     pdw = torch.empty_like(pdb)
-    _bn_silu_backward_reduce_kernel[(triton.cdiv(c, BLOCK_C), splits)](
-        xf, dyf, mean, rstd, weight, bias, pdb, pdw, m, c, h * w, rows_per_split, *x_strides, *dy_strides,
-        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    _bn_silu_backward_reduce_kernel[(triton.cdiv(c, block_c), splits)](
+        xf, dyf, mean, rstd, weight, bias, pdb, pdw, c, h * w, s_blocks, tiles, tiles_per_split,
+        *x_strides, *dy_strides,
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=NUM_WARPS,
     )  # fmt: skip
     db, dw = pdb.sum(0), pdw.sum(0)
     a = weight.float() * rstd
@@ -374,9 +412,10 @@ def bn_silu_backward_impl(
         c1 = c2 = torch.zeros_like(a)
     dx = torch.empty_like(x, memory_format=torch.preserve_format)
     dx, dx_strides = _flat_strides(dx)
-    _bn_silu_backward_dx_kernel[(triton.cdiv(m, BLOCK_M), triton.cdiv(c, BLOCK_C))](
-        xf, dyf, dx, mean, rstd, weight, bias, a, c1, c2, m, c, h * w, *x_strides, *dy_strides, *dx_strides,
-        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+    _bn_silu_backward_dx_kernel[(tiles, triton.cdiv(c, block_c))](
+        xf, dyf, dx, mean, rstd, weight, bias, a, c1, c2, c, h * w, s_blocks, *x_strides, *dy_strides,
+        *dx_strides,
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=NUM_WARPS,
     )  # fmt: skip
     return dx, dw.to(weight.dtype), db.to(bias.dtype)
 

@@ -17,6 +17,7 @@ Inference only (fused, frozen weights): there is no backward.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -34,21 +35,53 @@ MAX_INPUTS = 4  # inputs beyond the third are concatenated into the fourth by th
 
 def _configs() -> list[triton.Config]:
     """Tile configurations. One small config under the CPU interpreter (multi-config autotune does
-    not run there); on GPU a few tensor-core tiles for M = N*H*W up to ~10^6 and C_out 32..512.
-    TODO(gpu): prune after benchmarks/test_bench_fused.py runs on a lent H100."""
+    not run there). On GPU one config: 64 x 64 x 32, 4 warps, 4 stages, the only one of the six tried
+    that compiles without a register spill in every fp16 / bf16 default-path specialisation for
+    sm_80 and sm_90 with Triton 3.6 (128 x 64, 128 x 128, 64 x 128 and 256 x 64 tiles spill up to
+    ~1 KB: the per-element 64-bit addresses of the branch tiles; .ci/check_triton_build.sh,
+    benchmarks/RESULTS.md). TODO(gpu): larger tiles once the addressing is restructured and a GPU
+    has timed them (benchmarks/test_bench_fused.py)."""
     if _INTERPRET:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in (
-            (128, 64, 32, 4, 4),
-            (128, 128, 32, 8, 3),
-            (64, 64, 32, 4, 4),
-            (128, 128, 64, 8, 3),
-            (64, 128, 64, 4, 3),
-            (256, 64, 32, 8, 3),
-        )
-    ]
+    return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4)]
+
+
+def smem_estimate(config: triton.Config, elem_bytes: int) -> int:
+    """Upper bound (bytes) of a config's shared memory: ``num_stages`` buffers of the X and W tiles.
+
+    Triton's software pipeline keeps ``num_stages - 1`` tiles in flight (plus layout-conversion
+    scratch that reuses them); counting ``num_stages`` keeps a margin. ``.ci/check_triton_build.sh``
+    checks that every config kept by :func:`configs_that_fit` compiles within the limit.
+    """
+    kw = config.kwargs
+    return config.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * elem_bytes
+
+
+def configs_that_fit(configs: list[triton.Config], elem_bytes: int, smem_limit: int) -> list[triton.Config]:
+    """The configs whose :func:`smem_estimate` fits ``smem_limit`` bytes (the smallest one if none)."""
+    fit = [c for c in configs if smem_estimate(c, elem_bytes) <= smem_limit]
+    return fit or [min(configs, key=lambda c: smem_estimate(c, elem_bytes))]
+
+
+def device_smem_limit(device: torch.device) -> int:
+    """Shared memory one block may opt in to on ``device`` (bytes): 99 KB on sm_86 / sm_89 cards,
+    163 KB on an A100, 227 KB on H100 / H200. Not a CUDA device (tests): no limit."""
+    if device.type != "cuda":
+        return 1 << 30
+    return _cuda_smem_limit(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _cuda_smem_limit(index: int) -> int:
+    props = torch.cuda.get_device_properties(index)
+    return int(getattr(props, "shared_memory_per_block_optin", 0) or 48 * 1024)
+
+
+def _prune_by_device(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Autotuner hook: drop the configs that cannot launch on this device (shared memory), before
+    any is compiled or timed."""
+    x = named_args["X0_ptr"]
+    return configs_that_fit(configs, x.element_size(), device_smem_limit(x.device))
 
 
 # --- Triton kernel -------------------------------------------------------------------------------
@@ -72,7 +105,8 @@ def _accumulate_input(
     cols,
     col_mask,
     BLOCK_K: tl.constexpr,
-    IEEE_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """acc += X_i[rows, 0:K] @ W[cols, k_offset:k_offset + K].T for one input X_i."""
     row_offs = n_idx * stride_n + s_idx * stride_hw
@@ -89,15 +123,19 @@ def _accumulate_input(
             mask=k_mask[:, None] & col_mask[None, :],
             other=0.0,
         )
-        if IEEE_FP32:  # fp32 inputs, and every dtype under the interpreter: exact fp32 products
-            acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+        if FP32_DOT:  # fp32 / fp64 inputs (every dtype under the interpreter): "tf32" or "ieee" products
+            acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc, input_precision=PRECISION)
         else:  # fp16 / bf16 tensor cores, fp32 accumulation
             acc = tl.dot(x, w.to(x.dtype), acc)
     return acc
 
 
-@triton.autotune(configs=_configs(), key=["M", "C_out", "K_total"])
-@triton.jit
+@triton.autotune(
+    configs=_configs(),
+    key=["M", "C_out", "K_total"],
+    prune_configs_by={"early_config_prune": _prune_by_device},
+)
+@triton.jit(do_not_specialize=["K0", "K1", "K2", "K3", "M", "C_out", "K_total"])  # masks, loop bounds
 def _concat_conv1x1_silu_kernel(
     X0_ptr,
     X1_ptr,
@@ -132,7 +170,8 @@ def _concat_conv1x1_silu_kernel(
     C_out,
     K_total,
     NUM_INPUTS: tl.constexpr,
-    IEEE_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -147,22 +186,22 @@ def _concat_conv1x1_silu_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc = _accumulate_input(
         acc, X0_ptr, K0, 0, x0_stride_n, x0_stride_hw, x0_stride_c, W_ptr, w_stride_o, w_stride_k,
-        n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+        n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, FP32_DOT, PRECISION,
     )  # fmt: skip
     if NUM_INPUTS > 1:
         acc = _accumulate_input(
             acc, X1_ptr, K1, K0, x1_stride_n, x1_stride_hw, x1_stride_c, W_ptr, w_stride_o, w_stride_k,
-            n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+            n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, FP32_DOT, PRECISION,
         )  # fmt: skip
     if NUM_INPUTS > 2:
         acc = _accumulate_input(
             acc, X2_ptr, K2, K0 + K1, x2_stride_n, x2_stride_hw, x2_stride_c, W_ptr, w_stride_o,
-            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, FP32_DOT, PRECISION,
         )  # fmt: skip
     if NUM_INPUTS > 3:
         acc = _accumulate_input(
             acc, X3_ptr, K3, K0 + K1 + K2, x3_stride_n, x3_stride_hw, x3_stride_c, W_ptr, w_stride_o,
-            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, IEEE_FP32,
+            w_stride_k, n_idx, s_idx, row_mask, cols, col_mask, BLOCK_K, FP32_DOT, PRECISION,
         )  # fmt: skip
     bias = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     z = acc + bias[None, :]
@@ -182,6 +221,22 @@ def _flat_strides(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
         t = t.contiguous(memory_format=torch.channels_last)
         sn, sc, sh, sw = t.stride()
     return t, (sn, sh if w == 1 else sw, sc)
+
+
+def fp32_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` precision of fp32 inputs: ``"tf32"`` when PyTorch would run the conv this op replaces
+    in TF32, i.e. ``torch.backends.cudnn.allow_tf32`` (True by default: cuDNN convolutions use TF32
+    tensor cores on sm_80+ unless the user turns it off), else ``"ieee"``.
+
+    Why follow the conv flag and not ``torch.get_float32_matmul_precision()``: the op stands in for
+    ``nn.Conv2d`` (cuDNN), so it takes the precision a user chose for convolutions; a user who turns
+    TF32 off gets exact fp32 products, as from cuDNN. Why not hand fp32 back to cuDNN: with TF32 the
+    GEMM uses the tensor cores as cuDNN does (an "ieee" fp32 dot is plain FMA, no tensor cores) and
+    still saves the concat's write and read. fp64 and the CPU interpreter: ``"ieee"``.
+    """
+    if dtype == torch.float32 and not _INTERPRET and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "ieee"
 
 
 def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -207,12 +262,12 @@ def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor 
     flat += [flat[0]] * (MAX_INPUTS - len(flat))  # unused slots: K = 0
     ks = [t.shape[1] for t in inputs] + [0] * (MAX_INPUTS - len(inputs))
     _, y_strides = _flat_strides(y)
-    ieee = dtype == torch.float32 or _INTERPRET or dtype == torch.float64
+    fp32_dot = dtype in (torch.float32, torch.float64) or _INTERPRET
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]))  # noqa: E731
     _concat_conv1x1_silu_kernel[grid](
         *(t for t, _ in flat), w2, b, y, *ks, *(s for _, st in flat for s in st),
         w2.stride(0), w2.stride(1), *y_strides, m, h * w, c_out, w2.shape[1],
-        NUM_INPUTS=len(inputs), IEEE_FP32=ieee,
+        NUM_INPUTS=len(inputs), FP32_DOT=fp32_dot, PRECISION=fp32_precision(dtype),
     )  # fmt: skip
     return y
 

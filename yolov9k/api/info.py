@@ -85,7 +85,18 @@ def format_info(summary: dict[str, Any]) -> str:
         "backends:",
     ]
     for key, value in summary["backends"].items():
-        if isinstance(value, dict):
+        if key == "kernel_fallbacks":
+            lines.append(
+                "  kernel fallbacks: "
+                + (
+                    "; ".join(
+                        f"{f['op']} ({f['backend']}) on {f['device']}, variant {f['variant']}: {f['error']}"
+                        for f in value
+                    )
+                    or "none"
+                )
+            )
+        elif isinstance(value, dict):
             lines.extend(f"  {key}.{op}: {b}" for op, b in value.items())
         else:
             lines.append(f"  {key}: {value}")

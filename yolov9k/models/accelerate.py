@@ -12,6 +12,10 @@ each hands its concat-then-1x1-conv to ``Conv.forward_concat``. What runs where:
   without ``torch.cat``.
 * Everything else (backend ``torch``, CPU eval, a Conv without BN + SiLU): the original forwards,
   so the model is numerically the same, bit for bit.
+
+On CUDA every kernel call goes through the first-use guard (``yolov9k.ops._guard``): a kernel that
+fails (compile, launch, or a first result unlike the reference's) makes that op run the original
+forward for the rest of the process, with one warning.
 """
 
 from __future__ import annotations
@@ -21,13 +25,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from yolov9k.models.blocks import ELAN1, SPPELAN, Conv, RepNCSP, RepNCSPELAN4
-from yolov9k.ops.fused import (
-    bn_silu_cpp,
-    bn_silu_triton,
-    can_run_concat_gemm,
-    concat_gemm_silu,
-    fused_backend,
-)
+from yolov9k.ops.fused import can_run_concat_gemm, fused_backend, fused_impl
 
 __all__ = [
     "AcceleratedConv",
@@ -51,10 +49,8 @@ class AcceleratedConv(Conv):
         if not (isinstance(self.act, nn.SiLU) and bn.affine):
             return Conv.forward(self, x)
         backend = fused_backend("bn_silu", x)
-        if backend == "triton":
-            return self._bn_silu(bn_silu_triton, x)
-        if backend == "cpp" and bn.training:
-            return self._bn_silu(bn_silu_cpp, x)
+        if backend == "triton" or (backend == "cpp" and bn.training):
+            return self._bn_silu(fused_impl("bn_silu", backend, x.device), x)
         return Conv.forward(self, x)
 
     def _bn_silu(self, fn: Callable[..., Tensor], x: Tensor) -> Tensor:
@@ -76,7 +72,8 @@ class AcceleratedConv(Conv):
 
     def forward_concat(self, inputs: list[Tensor]) -> Tensor:
         if can_run_concat_gemm(self.conv, self.bn, self.act, inputs[0]):
-            return concat_gemm_silu(inputs, self.conv.weight, self.conv.bias)
+            gemm = fused_impl("concat_conv1x1_silu", "triton", inputs[0].device)
+            return gemm(inputs, self.conv.weight, self.conv.bias)
         return Conv.forward_concat(self, inputs) if len(inputs) > 1 else Conv.forward(self, inputs[0])
 
 

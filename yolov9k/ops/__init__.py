@@ -6,7 +6,7 @@ rules and ``YOLOV9K_BACKEND`` to force one.
 
 from __future__ import annotations
 
-from yolov9k.ops import boxes
+from yolov9k.ops import _guard, boxes
 from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, triton_importable, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
 from yolov9k.ops.assign import assign
@@ -34,7 +34,9 @@ __all__ = [
 
 
 def backend_info() -> dict[str, object]:
-    """Everything a bug report needs about the kernels: extension, triton, and per-op backends."""
+    """Everything a bug report needs about the kernels: extension, triton, per-op backends, and the
+    kernels that failed their first-use check in this process (``kernel_fallbacks``: op, backend,
+    device, variant, error; see ``yolov9k.ops._guard``)."""
     import torch
 
     return {
@@ -45,4 +47,6 @@ def backend_info() -> dict[str, object]:
         "cuda_available": torch.cuda.is_available(),
         "ops_cpu": backends("cpu"),
         **({"ops_cuda": backends("cuda")} if torch.cuda.is_available() else {}),
+        "strict_kernels": _guard.strict(),
+        "kernel_fallbacks": _guard.fallbacks(),
     }

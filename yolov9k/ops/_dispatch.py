@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from yolov9k.errors import Yolov9kError
+from yolov9k.ops import _guard
 from yolov9k.ops._extension import has_native_kernel
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "requested_backend",
     "backends",
     "implemented",
+    "implementation",
 ]
 
 BACKENDS = ("cuda", "triton", "cpp", "torch")
@@ -128,18 +130,32 @@ def _auto_order(device: torch.device) -> tuple[str, ...]:
 
 
 def select(op: str, device: torch.device | str) -> tuple[str, Callable]:
-    """(backend name, callable) that runs ``op`` on tensors of ``device``."""
+    """(backend name, callable) that runs ``op`` on tensors of ``device``.
+
+    A kernel backend on CUDA comes wrapped by the first-use guard (``_guard``): its first call per
+    variant is checked against the reference, and a failure falls back to the reference.
+    """
     device = torch.device(device)
     wanted = requested_backend()
     if wanted != "auto":
         reason = _why_unavailable(op, wanted, device)
         if reason is not None:
             raise BackendUnavailableError(f"YOLOV9K_BACKEND={wanted} cannot run {op}: {reason}")
-        return wanted, _REGISTRY[op][wanted].fn
+        return wanted, implementation(op, wanted, device)
     for backend in _auto_order(device):
         if _why_unavailable(op, backend, device) is None:
-            return backend, _REGISTRY[op][backend].fn
+            return backend, implementation(op, backend, device)
     raise BackendUnavailableError(f"no implementation of {op!r} for {device}")
+
+
+def implementation(op: str, backend: str, device: torch.device, fn: Callable | None = None) -> Callable:
+    """``fn`` (default: the registered implementation of ``op`` on ``backend``), guarded when it is a
+    kernel that the guard watches on ``device`` (see ``_guard``)."""
+    fn = fn if fn is not None else _REGISTRY[op][backend].fn
+    reference = _REGISTRY[op].get("torch")
+    if backend == "torch" or reference is None or not _guard.active(device):
+        return fn
+    return _guard.guarded(op, backend, fn, reference.fn)
 
 
 def backends(device: torch.device | str | None = None) -> dict[str, str]:
@@ -152,4 +168,7 @@ def backends(device: torch.device | str | None = None) -> dict[str, str]:
             out[op] = select(op, device)[0]
         except BackendUnavailableError as exc:
             out[op] = f"unavailable ({exc})"
+            continue
+        if out[op] != "torch" and _guard.has_fallen_back(op, torch.device(device)):
+            out[op] += " -> torch (the kernel failed: see kernel_fallbacks)"
     return out

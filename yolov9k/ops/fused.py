@@ -17,7 +17,12 @@ Two ops, each with a readable reference (also the fallback and the ONNX-export p
   blocks after ``fuse()``. The Triton version (``kernels/concat_conv1x1.py``) is one GEMM reading
   every branch in place (no concat), channels-last output. There is no CPU version on purpose: on
   the 2-core CPU, cat + oneDNN conv (forward + backward) was measured faster than per-branch convs
-  or matmuls.
+  or matmuls. Inside ``accelerate``d models it runs for fp16 / bf16 maps only; fp32 goes back to
+  torch.cat + cuDNN. Why: compiled for sm_80 with Triton 3.6, the fp32 kernel (TF32 products, as
+  cuDNN uses by default) spilled registers in every tile config tried, while cuDNN already runs the
+  conv on TF32 tensor cores; fp32 inference is not the fast path anyway (``.ci/check_triton_build.sh``,
+  benchmarks/RESULTS.md). Called directly, the op still takes fp32 (TF32 when
+  ``torch.backends.cudnn.allow_tf32``, else exact "ieee" products: ``kernels.concat_conv1x1.fp32_precision``).
 
 ``yolov9k.models.accelerate`` makes a built model use them through ``fused_backend``,
 ``bn_silu_cpp``, ``bn_silu_triton``, ``can_run_concat_gemm`` and ``concat_gemm_silu`` (this module
@@ -33,14 +38,15 @@ may win for tiny maps (launch-bound), which a size threshold here would express.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolov9k.kernels.common import check_concat_inputs, update_bn_running_stats
-from yolov9k.ops import _dispatch
+from yolov9k.ops import _dispatch, _guard
 
 __all__ = [
     "bn_silu",
@@ -53,6 +59,7 @@ __all__ = [
     "concat_conv1x1_silu_reference",
     "concat_gemm_silu",
     "fused_backend",
+    "fused_impl",
 ]
 
 
@@ -208,6 +215,14 @@ def _triton_worth_it(op: str, x: Tensor) -> bool:
     return x.device.type == "cuda"
 
 
+def fused_impl(op: str, backend: str, device: torch.device) -> Callable:
+    """The implementation ``accelerate``'d modules call for ``op`` on ``backend`` (``bn_silu``:
+    ``bn_silu_triton`` / ``bn_silu_cpp``; ``concat_conv1x1_silu``: ``concat_gemm_silu``), wrapped by
+    the first-use guard on CUDA (``yolov9k.ops._guard``)."""
+    fn = concat_gemm_silu if op == "concat_conv1x1_silu" else None  # bn_silu: the registered one
+    return _dispatch.implementation(op, backend, device, fn)
+
+
 def fused_backend(op: str, x: Tensor) -> str:
     """'triton', 'cpp' or 'torch' for ``op`` on ``x``: the dispatcher's choice plus the auto-mode heuristic.
 
@@ -224,6 +239,8 @@ def fused_backend(op: str, x: Tensor) -> str:
     backend, _ = _dispatch.select(op, x.device)
     if backend == "triton" and wanted == "auto" and not _triton_worth_it(op, x):
         return "torch"
+    if backend != "torch" and _guard.has_fallen_back(op, x.device):
+        return "torch"  # the kernel failed its first-use check here: the original forward
     return backend
 
 
@@ -261,7 +278,8 @@ def can_run_concat_gemm(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module, x
     """Can ``act(conv(cat(inputs)))`` (inputs like ``x``) run as the Triton concat GEMM here?
 
     Yes when the conv is a fused (BN folded: ``bn`` is None) 1x1, stride-1, ungrouped, biased conv
-    followed by SiLU, no gradient is needed (the GEMM has no backward) and the backend is Triton.
+    followed by SiLU, the maps are fp16 / bf16, no gradient is needed (the GEMM has no backward) and
+    the backend is Triton.
     """
     fused_1x1 = (
         bn is None
@@ -274,8 +292,80 @@ def can_run_concat_gemm(conv: nn.Conv2d, bn: nn.Module | None, act: nn.Module, x
         and conv.padding_mode == "zeros"
         and isinstance(act, nn.SiLU)
     )
-    if not fused_1x1:
-        return False
+    if not fused_1x1 or x.dtype not in (torch.float16, torch.bfloat16):
+        return False  # fp32 / fp64: cat + cuDNN's conv (see the module docstring)
     if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
         return False
     return fused_backend("concat_conv1x1_silu", x) == "triton"
+
+
+# --- first-use check of the bn_silu kernels (yolov9k.ops._guard) -----------------------------------
+
+_BN_SIGNATURE = inspect.signature(bn_silu_reference)
+_BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _bn_variant(*args, **kwargs) -> str:
+    """Mode part of a bn_silu call's guard variant: train / eval, and whether a backward follows."""
+    if len(args) >= 6:  # every caller of ours passes the arguments by position: no bind per call
+        x, w, training = args[0], args[1], args[5]
+    else:
+        a = _BN_SIGNATURE.bind(*args, **kwargs).arguments
+        x, w, training = a["x"], a.get("weight"), a["training"]
+    grad = torch.is_grad_enabled() and (x.requires_grad or (w is not None and w.requires_grad))
+    return ("train" if training else "eval") + ("+grad" if grad else "")
+
+
+def _probe_grad(shape: torch.Size, like: Tensor) -> Tensor:
+    """A fixed, non-random upstream gradient (the user's RNG streams stay untouched)."""
+    n = 1
+    for s in shape:
+        n *= s
+    return torch.arange(n, device=like.device, dtype=torch.float64).mul_(0.618034).frac_().sub_(0.5).reshape(
+        shape
+    ).to(like.dtype)  # fmt: skip
+
+
+def _verify_bn_silu(kernel: Callable, reference: Callable, args: tuple, kwargs: dict, op: str) -> Tensor:
+    """The kernel's output and running-statistics update against the reference's on copies; with a
+    backward to come, the gradients of a probe (x, weight, bias) too. Buffers are restored on failure."""
+    bound = _BN_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = dict(bound.arguments)
+    state = {k: a[k] for k in _BN_STATE if a[k] is not None}
+    saved = {k: t.clone() for k, t in state.items()}
+    try:
+        out = kernel(*args, **kwargs)
+        _guard.synchronize(a["x"])
+        ref_args = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in a.items()}
+        ref_args.update({k: saved[k].clone() for k in state})
+        with torch.no_grad():
+            want = reference(**ref_args)
+        _guard.compare(out, want, op)
+        for k, t in state.items():
+            _guard.compare(t, ref_args[k], op, k)
+        if "+grad" in _bn_variant(*args, **kwargs):
+            _verify_bn_silu_backward(kernel, reference, a, op)
+    except Exception:
+        with torch.no_grad():
+            for k, t in state.items():
+                t.copy_(saved[k])
+        raise
+    return out
+
+
+def _verify_bn_silu_backward(kernel: Callable, reference: Callable, a: dict, op: str) -> None:
+    grads = []
+    for fn in (kernel, reference):
+        names = [k for k in ("x", "weight", "bias") if a[k] is not None]
+        leaves = {k: a[k].detach().clone().requires_grad_() for k in names}
+        call = dict(a, **leaves)
+        call.update({k: (a[k].detach().clone() if a[k] is not None else None) for k in _BN_STATE})
+        with torch.enable_grad():
+            y = fn(**call)
+            grads.append(torch.autograd.grad(y, list(leaves.values()), _probe_grad(y.shape, y)))
+    _guard.synchronize(a["x"])
+    _guard.compare(grads[0], grads[1], op, "gradients (x, weight, bias)")
+
+
+_guard.register_verifier("bn_silu", _verify_bn_silu, _bn_variant)

@@ -1,0 +1,29 @@
+"""Kernels planted by ``YOLOV9K_TRITON_CHECK_PLANT`` to show that ``.ci/triton_build.py`` fails:
+one whose per-thread working set cannot fit in registers (a spill), one whose shared memory is
+over every target's per-block limit. Never imported by the package."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def spill_kernel(X_ptr, Y_ptr, BLOCK: tl.constexpr):
+    """A [BLOCK] tile per warp-group with data-dependent gathers: far more live values than registers."""
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(X_ptr + offs)
+    idx = (x.to(tl.int32) * 7919) % BLOCK
+    y = tl.load(X_ptr + idx)
+    z = tl.load(X_ptr + ((y.to(tl.int32) * 104729) % BLOCK))
+    tl.store(Y_ptr + offs, x * y + z + tl.cumsum(x * z, 0))
+
+
+@triton.jit
+def smem_kernel(X_ptr, Y_ptr, BLOCK: tl.constexpr):
+    """A [BLOCK, BLOCK] fp32 dot: its operand tiles need ~2 MB of shared memory."""
+    r = tl.arange(0, BLOCK)
+    a = tl.load(X_ptr + r[:, None] * BLOCK + r[None, :])
+    b = tl.load(X_ptr + r[None, :] * BLOCK + r[:, None])
+    c = tl.dot(a, b, input_precision="ieee")
+    tl.store(Y_ptr + r[:, None] * BLOCK + r[None, :], c)
