@@ -3,11 +3,19 @@
 // Both run the same greedy NMS: candidates are handed out best first (score descending, ties by
 // the lower key) and a candidate is kept when no kept box of its group overlaps it with
 // IoU > iou_threshold. Because kept boxes come out in rank order, the loop can stop as soon as
-// max_det boxes are kept: O(max_det x n) IoU tests, and only the prefix of the order that is
-// actually visited gets sorted (RankedCandidates). Images run in parallel (at::parallel_for).
+// max_det boxes are kept, and only the prefix of the order that is actually visited gets sorted
+// (RankedCandidates). Images run in parallel (at::parallel_for).
+//
+// A candidate is tested only against kept boxes that can overlap it (KeptBoxes): with a threshold
+// >= 0, suppression needs IoU > 0, i.e. a positive overlap in x and in y, so a group that has kept
+// more than kLinearKept boxes indexes them in a uniform grid (SpatialIndex) and a candidate looks
+// only in the cells it covers. Boxes that are far apart then cost O(1) each instead of one test
+// per kept box: 1e5 sparse boxes of one class went from ~11 s to well under a second (see
+// docs/reliability.md). Skipped tests are exactly the ones that would have said "no overlap", so
+// the result is unchanged.
 //
 // Arithmetic follows yolov9k/ops/nms.py (and so the official code + torchvision) to the bit:
-// float32 boxes, IoU = inter / (area_a + area_b - inter) with 0 for a non-positive union, the
+// float32 boxes, IoU = inter / (area_a + area_b - inter), 0 where the union is not positive, the
 // threshold comparison in double.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -82,33 +90,133 @@ inline Box make_box(float x1, float y1, float x2, float y2) {
   return {x1, y1, x2, y2, (x2 - x1) * (y2 - y1)};
 }
 
-// IoU(a, b) > threshold, with IoU defined like yolov9k.ops.boxes.box_iou. NaN/inf coordinates
-// give a NaN or infinite union and hence no suppression.
+// IoU(a, b) > threshold, with IoU defined like yolov9k.ops.boxes.box_iou_reference: 0 where the union
+// is not positive (or NaN). NaN IoUs (inf / inf) compare false, as in the reference.
 inline bool suppresses(const Box& a, const Box& b, double threshold) {
   const float w = std::max(std::min(a.x2, b.x2) - std::max(a.x1, b.x1), 0.f);
   const float h = std::max(std::min(a.y2, b.y2) - std::max(a.y1, b.y1), 0.f);
   const float inter = w * h;
   const float uni = a.area + b.area - inter;
-  return uni > 0.f && static_cast<double>(inter / uni) > threshold;
+  const float iou = uni > 0.f ? inter / uni : 0.f;
+  return static_cast<double>(iou) > threshold;
 }
 
-// Boxes kept so far, grouped by class: a candidate is only tested against its own group.
+// Whether a box can take part in a suppression at a threshold >= 0: finite corners and a finite,
+// positive area. Any other box (NaN / inf corners, zero or negative size, an area that overflows)
+// has IoU 0 or NaN with every box, so it neither suppresses nor is suppressed.
+inline bool can_overlap(const Box& b) {
+  return std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2) &&
+         b.x2 > b.x1 && b.y2 > b.y1 && std::isfinite(b.area);
+}
+
+// Kept boxes of one group in a uniform grid of square cells: each box is listed in every cell its
+// extent touches (at most kMaxCells, else in `wide_`, tested always). Two boxes that overlap with a
+// positive area share a cell: the cell index floor(x / cell) is monotone in x, so overlapping x
+// ranges give overlapping index ranges (clamping to int32 keeps that).
+class SpatialIndex {
+ public:
+  static constexpr int64_t kMaxCells = 16;       // cells a kept box may be listed in
+  static constexpr int64_t kMaxQueryCells = 64;  // cells a candidate looks in; else it scans all
+
+  bool built() const { return cell_ > 0; }
+
+  // Cell size = the median box side (max of width and height) of `boxes`, then index them all.
+  void build(const std::vector<Box>& boxes) {
+    std::vector<float> sides;
+    sides.reserve(boxes.size());
+    for (const Box& b : boxes) sides.push_back(std::max(b.x2 - b.x1, b.y2 - b.y1));
+    auto mid = sides.begin() + sides.size() / 2;
+    std::nth_element(sides.begin(), mid, sides.end());
+    cell_ = std::max(static_cast<double>(*mid), 1e-30);
+    for (size_t i = 0; i < boxes.size(); ++i) insert(boxes[i], static_cast<int32_t>(i));
+  }
+
+  void insert(const Box& b, int32_t i) {
+    const Range r = range(b);
+    if (r.cells() > kMaxCells) {
+      wide_.push_back(i);
+      return;
+    }
+    for (int64_t x = r.x0; x <= r.x1; ++x)
+      for (int64_t y = r.y0; y <= r.y1; ++y) cells_[key(x, y)].push_back(i);
+  }
+
+  // Whether `test` is true for a kept box (of `boxes`) that shares a cell with `b`.
+  template <typename Test>
+  bool any(const Box& b, const std::vector<Box>& boxes, Test&& test) const {
+    for (int32_t i : wide_)
+      if (test(boxes[i])) return true;
+    const Range r = range(b);
+    if (r.cells() > kMaxQueryCells) {  // a large candidate: one pass over the group is cheaper
+      for (const Box& k : boxes)
+        if (test(k)) return true;
+      return false;
+    }
+    for (int64_t x = r.x0; x <= r.x1; ++x)
+      for (int64_t y = r.y0; y <= r.y1; ++y) {
+        const auto it = cells_.find(key(x, y));
+        if (it == cells_.end()) continue;
+        for (int32_t i : it->second)
+          if (test(boxes[i])) return true;
+      }
+    return false;
+  }
+
+ private:
+  struct Range {
+    int64_t x0, x1, y0, y1;
+    double cells() const { return double(x1 - x0 + 1) * double(y1 - y0 + 1); }
+  };
+
+  int64_t index(float v) const {
+    const double c = std::floor(static_cast<double>(v) / cell_);
+    return static_cast<int64_t>(std::clamp(c, -2147483648.0, 2147483647.0));
+  }
+  Range range(const Box& b) const { return {index(b.x1), index(b.x2), index(b.y1), index(b.y2)}; }
+  static uint64_t key(int64_t x, int64_t y) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(x)) << 32) | static_cast<uint32_t>(y);
+  }
+
+  double cell_ = 0.0;
+  std::unordered_map<uint64_t, std::vector<int32_t>> cells_;
+  std::vector<int32_t> wide_;
+};
+
+// Boxes kept so far, grouped by class: a candidate is only tested against its own group, and (for
+// thresholds >= 0) only against kept boxes that can overlap it.
 class KeptBoxes {
  public:
-  explicit KeptBoxes(double threshold) : threshold_(threshold) {}
+  static constexpr size_t kLinearKept = 64;  // kept boxes of a group scanned in turn before indexing
+
+  explicit KeptBoxes(double threshold) : threshold_(threshold), spatial_(threshold >= 0.0) {}
 
   // Keeps `box` unless a kept box of `group` suppresses it; returns whether it was kept.
   bool offer(int64_t group, const Box& box) {
-    std::vector<Box>& kept = groups_[group];
-    for (const Box& k : kept)
-      if (suppresses(k, box, threshold_)) return false;
-    kept.push_back(box);
+    if (spatial_ && !can_overlap(box)) return true;  // suppresses nothing, suppressed by nothing
+    Group& g = groups_[group];
+    const auto hits = [&](const Box& k) { return suppresses(k, box, threshold_); };
+    if (g.index.built()) {
+      if (g.index.any(box, g.kept, hits)) return false;
+    } else {
+      for (const Box& k : g.kept)
+        if (hits(k)) return false;
+    }
+    g.kept.push_back(box);
+    if (g.index.built())
+      g.index.insert(box, static_cast<int32_t>(g.kept.size() - 1));
+    else if (spatial_ && g.kept.size() > kLinearKept)
+      g.index.build(g.kept);
     return true;
   }
 
  private:
+  struct Group {
+    std::vector<Box> kept;
+    SpatialIndex index;
+  };
   double threshold_;
-  std::unordered_map<int64_t, std::vector<Box>> groups_;
+  bool spatial_;
+  std::unordered_map<int64_t, Group> groups_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Fake (meta) implementations of the ``yolov9k::`` ops, for torch.compile and export, and the
-autograd formula of the differentiable one (``bn_silu_train``).
+autograd formulas of the differentiable ones (``box_iou``, ``bn_silu_train``).
 
 Imported by ``_extension`` once the library is loaded; each op's fake lives here so there is one
 list of them to keep in step with ``csrc/*.cpp`` schemas.
@@ -16,6 +16,21 @@ def _box_iou_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     torch._check(boxes1.dim() == 2 and boxes1.shape[1] == 4, lambda: "boxes1 must be (N, 4)")
     torch._check(boxes2.dim() == 2 and boxes2.shape[1] == 4, lambda: "boxes2 must be (M, 4)")
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+
+
+def _box_iou_setup_context(ctx, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _box_iou_backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    from yolov9k.ops.boxes import box_iou_backward  # boxes imports the dispatch, which imports us
+
+    boxes1, boxes2 = ctx.saved_tensors
+    return box_iou_backward(boxes1, boxes2, grad, tuple(ctx.needs_input_grad[:2]))
+
+
+# the same gradient as the PyTorch reference on every backend (an IoU loss term must never get none)
+torch.library.register_autograd("yolov9k::box_iou", _box_iou_backward, setup_context=_box_iou_setup_context)
 
 
 # --- NMS (csrc/nms.cpp) -------------------------------------------------------------------------
