@@ -8,6 +8,25 @@
 namespace yolov9k {
 namespace {
 
+// Round-to-nearest arithmetic that nvcc may not contract into FMAs: the union
+// area_a + area_b - inter would otherwise become an FFMA (one rounding fewer than the CPU kernel and
+// the PyTorch reference), and the IoU would differ from them in the last bit.
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+
+// std::min / std::max as the CPU kernel calls them (NaN handling included; fminf / fmaxf differ).
+template <typename T>
+__device__ __forceinline__ T std_min(T a, T b) { return b < a ? b : a; }
+template <typename T>
+__device__ __forceinline__ T std_max(T a, T b) { return a < b ? b : a; }
+
+// The CPU kernel's operation order (csrc/cpu/box_iou_kernel.cpp), each step rounded: bit-identical.
 template <typename scalar_t>
 __global__ void box_iou_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
                                scalar_t* __restrict__ out, int64_t n, int64_t m) {
@@ -16,11 +35,13 @@ __global__ void box_iou_kernel(const scalar_t* __restrict__ a, const scalar_t* _
   const int64_t i = idx / m, j = idx % m;
   const scalar_t* p = a + 4 * i;
   const scalar_t* q = b + 4 * j;
-  const scalar_t w = max(min(p[2], q[2]) - max(p[0], q[0]), scalar_t(0));
-  const scalar_t h = max(min(p[3], q[3]) - max(p[1], q[1]), scalar_t(0));
-  const scalar_t inter = w * h;
-  const scalar_t uni = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter;
-  out[idx] = uni > 0 ? inter / uni : scalar_t(0);
+  const scalar_t w = std_max(sub_rn(std_min(p[2], q[2]), std_max(p[0], q[0])), scalar_t(0));
+  const scalar_t h = std_max(sub_rn(std_min(p[3], q[3]), std_max(p[1], q[1])), scalar_t(0));
+  const scalar_t inter = mul_rn(w, h);
+  const scalar_t area_a = mul_rn(sub_rn(p[2], p[0]), sub_rn(p[3], p[1]));
+  const scalar_t area_b = mul_rn(sub_rn(q[2], q[0]), sub_rn(q[3], q[1]));
+  const scalar_t uni = sub_rn(add_rn(area_a, area_b), inter);
+  out[idx] = uni > 0 ? div_rn(inter, uni) : scalar_t(0);
 }
 
 }  // namespace

@@ -113,11 +113,10 @@ __device__ __forceinline__ bool suppresses(const DevBoxT<Group>& a, const DevBox
   return uni > 0.f && static_cast<double>(__fdiv_rn(inter, uni)) > threshold;
 }
 
-// The two parallel steps of a tile, shared by both greedy kernels (thread t holds candidate `me` of
-// the tile that starts at rank `start`, of n): is `me` still alive after the k_end boxes kept in
-// earlier tiles, and row t of the tile's bitmask (the later candidates of the tile that `me` would
-// suppress, all zero when `me` is dead). Call the second after a __syncthreads that publishes
-// tile_box.
+// The two parallel steps of a tile (thread t holds candidate `me` of the tile that starts at rank
+// `start`, of n): is `me` still alive after the k_end boxes kept in earlier tiles, and row t of the
+// tile's bitmask (the later candidates of the tile that `me` would suppress, all zero when `me` is
+// dead).
 template <typename Group>
 __device__ __forceinline__ bool alive_after_kept(const DevBoxT<Group>* kept, int64_t k_end, const DevBoxT<Group>& me,
                                                  bool valid, double iou_threshold) {
@@ -139,15 +138,52 @@ __device__ __forceinline__ void tile_mask_row(const DevBoxT<Group>* tile_box, co
   }
 }
 
+// Shared memory of one tile of the greedy loop.
+template <typename Group>
+struct TileSmem {
+  uint64_t mask[kTile][kWords];
+  DevBoxT<Group> box[kTile];
+  bool alive[kTile];
+};
+
+// One tile of the greedy NMS, by all kTile threads of the block (the one loop both kernels run).
+// Thread t brings candidate `me` (rank start + t of n; `valid` false past the end): each tests it
+// against the `num_kept` boxes kept so far and builds its bitmask row, then thread 0 resolves the
+// tile in rank order, appending survivors to `kept` up to `limit` and calling keep(j, k) for the
+// tile's j-th candidate kept as number k, and finally end_tile(new count). `num_kept` lives in shared
+// memory; it is updated by thread 0 and visible to all threads on return.
+template <typename Group, typename Count, typename Keep, typename EndTile>
+__device__ __forceinline__ void greedy_tile(TileSmem<Group>& tile, DevBoxT<Group>* kept, Count& num_kept,
+                                            const DevBoxT<Group>& me, bool valid, int t, int64_t start, int64_t n,
+                                            int64_t limit, double iou_threshold, Keep keep, EndTile end_tile) {
+  tile.box[t] = me;
+  const bool alive = alive_after_kept(kept, num_kept, me, valid, iou_threshold);
+  tile.alive[t] = alive;
+  __syncthreads();
+  tile_mask_row(tile.box, me, alive, t, start, n, iou_threshold, tile.mask[t]);
+  __syncthreads();
+  if (t == 0) {  // greedy resolution of the tile, in rank order
+    uint64_t removed[kWords] = {0, 0, 0, 0};
+    Count nk = num_kept;
+    for (int j = 0; j < kTile && start + j < n && nk < limit; ++j) {
+      if (!tile.alive[j] || (removed[j / 64] >> (j % 64)) & 1) continue;
+      for (int w = 0; w < kWords; ++w) removed[w] |= tile.mask[j][w];
+      kept[nk] = tile.box[j];
+      keep(j, nk++);
+    }
+    num_kept = nk;
+    end_tile(nk);
+  }
+  __syncthreads();
+}
+
 // One block (kTile threads) per image. Dynamic shared memory: the kept boxes (max_det DevBox).
 __global__ void __launch_bounds__(kTile)
     greedy_nms(const float* __restrict__ pred, int64_t anchors, int nc, const uint64_t* __restrict__ sorted_keys,
                const int* __restrict__ counts, int64_t capacity, int max_nms, int max_det, double iou_threshold,
                bool agnostic, float* __restrict__ dets, int64_t* __restrict__ det_counts) {
   extern __shared__ DevBox kept[];
-  __shared__ uint64_t tile_mask[kTile][kWords];
-  __shared__ DevBox tile_box[kTile];
-  __shared__ bool tile_alive[kTile];
+  __shared__ TileSmem<int> tile;
   __shared__ int num_kept;
 
   const int b = blockIdx.x, t = threadIdx.x;
@@ -172,32 +208,18 @@ __global__ void __launch_bounds__(kTile)
       me = make_box<int>(__fadd_rn(__fsub_rn(x, hw), off), __fadd_rn(__fsub_rn(y, hh), off),
                          __fadd_rn(__fadd_rn(x, hw), off), __fadd_rn(__fadd_rn(y, hh), off), agnostic ? 0 : c);
     }
-    tile_box[t] = me;
-    const bool alive = alive_after_kept(kept, num_kept, me, valid, iou_threshold);
-    tile_alive[t] = alive;
-    __syncthreads();
-    tile_mask_row(tile_box, me, alive, t, start, n, iou_threshold, tile_mask[t]);
-    __syncthreads();
-    if (t == 0) {  // greedy resolution of the tile, in rank order
-      uint64_t removed[kWords] = {0, 0, 0, 0};
-      int nk = num_kept;
-      for (int j = 0; j < kTile && start + j < n && nk < max_det; ++j) {
-        if (!tile_alive[j] || (removed[j / 64] >> (j % 64)) & 1) continue;
-        for (int w = 0; w < kWords; ++w) removed[w] |= tile_mask[j][w];
-        kept[nk] = tile_box[j];
-        // Output row: the box without the class offset, recomputed as above.
-        const uint32_t id = key_id(keys[start + j]);
-        const int64_t a = id / nc;
-        const float hw = __fdiv_rn(p[2 * anchors + a], 2.f), hh = __fdiv_rn(p[3 * anchors + a], 2.f);
-        const float x = p[a], y = p[anchors + a];
-        float* row = out + 6 * nk++;
-        row[0] = __fsub_rn(x, hw), row[1] = __fsub_rn(y, hh), row[2] = __fadd_rn(x, hw), row[3] = __fadd_rn(y, hh);
-        row[4] = key_score(keys[start + j]);
-        row[5] = static_cast<float>(id % nc);
-      }
-      num_kept = nk;
-    }
-    __syncthreads();
+    // Output row of a kept candidate: its box without the class offset, recomputed as above.
+    auto keep = [&](int j, int k) {
+      const uint32_t id = key_id(keys[start + j]);
+      const int64_t a = id / nc;
+      const float hw = __fdiv_rn(p[2 * anchors + a], 2.f), hh = __fdiv_rn(p[3 * anchors + a], 2.f);
+      const float x = p[a], y = p[anchors + a];
+      float* row = out + 6 * k;
+      row[0] = __fsub_rn(x, hw), row[1] = __fsub_rn(y, hh), row[2] = __fadd_rn(x, hw), row[3] = __fadd_rn(y, hh);
+      row[4] = key_score(keys[start + j]);
+      row[5] = static_cast<float>(id % nc);
+    };
+    greedy_tile(tile, kept, num_kept, me, valid, t, start, n, max_det, iou_threshold, keep, [](int) {});
   }
   if (t == 0) det_counts[b] = num_kept;
 }
@@ -226,9 +248,7 @@ __global__ void __launch_bounds__(kTile)
     greedy_nms_single(const float* __restrict__ boxes, const int64_t* __restrict__ groups,
                       const uint64_t* __restrict__ sorted_keys, int64_t n, int64_t max_keep, double iou_threshold,
                       DevBox64* __restrict__ kept, int64_t* __restrict__ keep_idx, int64_t* __restrict__ keep_count) {
-  __shared__ uint64_t tile_mask[kTile][kWords];
-  __shared__ DevBox64 tile_box[kTile];
-  __shared__ bool tile_alive[kTile];
+  __shared__ TileSmem<int64_t> tile;
   __shared__ int64_t num_kept;
   __shared__ bool done;
 
@@ -236,6 +256,7 @@ __global__ void __launch_bounds__(kTile)
   if (t == 0) num_kept = 0, done = false;
   __syncthreads();
 
+  const int64_t limit = max_keep < 0 ? n : max_keep;
   for (int64_t start = 0; start < n && !done; start += kTile) {
     const int64_t i = start + t;
     const bool valid = i < n && static_cast<uint32_t>(sorted_keys[i] >> 32) != kNanRank;
@@ -245,28 +266,13 @@ __global__ void __launch_bounds__(kTile)
       const float* p = boxes + 4 * idx;
       me = make_box<int64_t>(p[0], p[1], p[2], p[3], groups[idx]);
     }
-    tile_box[t] = me;
-    const bool alive = alive_after_kept(kept, num_kept, me, valid, iou_threshold);
-    tile_alive[t] = alive;
-    __syncthreads();
-    tile_mask_row(tile_box, me, alive, t, start, n, iou_threshold, tile_mask[t]);
-    __syncthreads();
-    if (t == 0) {  // greedy resolution of the tile, in rank order
-      uint64_t removed[kWords] = {0, 0, 0, 0};
-      int64_t nk = num_kept;
-      const int64_t limit = max_keep < 0 ? n : max_keep;
-      for (int j = 0; j < kTile && start + j < n && nk < limit; ++j) {
-        if (!tile_alive[j] || (removed[j / 64] >> (j % 64)) & 1) continue;
-        for (int w = 0; w < kWords; ++w) removed[w] |= tile_mask[j][w];
-        kept[nk] = tile_box[j];
-        keep_idx[nk++] = static_cast<uint32_t>(sorted_keys[start + j]);
-      }
-      // NaN scores sort last: a tile that ends in one ends the work.
+    auto keep = [&](int j, int64_t k) { keep_idx[k] = static_cast<uint32_t>(sorted_keys[start + j]); };
+    // NaN scores sort last: a tile that ends in one ends the work.
+    auto end_tile = [&](int64_t nk) {
       const int64_t last = min(start + kTile, n) - 1;
       done = nk >= limit || static_cast<uint32_t>(sorted_keys[last] >> 32) == kNanRank;
-      num_kept = nk;
-    }
-    __syncthreads();
+    };
+    greedy_tile(tile, kept, num_kept, me, valid, t, start, n, limit, iou_threshold, keep, end_tile);
   }
   if (t == 0) *keep_count = num_kept;
 }
@@ -309,6 +315,22 @@ at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes, const at::Tensor& scor
   return keep_idx.narrow(0, 0, count.item<int64_t>());  // the one host sync: the result's length
 }
 
+// max_det kept boxes live in dynamic shared memory beside the tile's static shared memory: checked
+// against what one block may opt in to on this device (227 KB on H100/H200: max_det <= ~8800;
+// 163 KB on A100: ~6300; 99 KB on sm_86/sm_89 cards: ~3600), with a one-line error.
+static void check_max_det_fits(int64_t max_det, int device) {
+  int optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attr{};
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, greedy_nms));
+  const int64_t room = (static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes)) /
+                       static_cast<int64_t>(sizeof(DevBox));
+  TORCH_CHECK(max_det <= room, "yolov9k::postprocess (CUDA): max_det=", max_det, " needs ",
+              max_det * static_cast<int64_t>(sizeof(DevBox)) + static_cast<int64_t>(attr.sharedSizeBytes),
+              " bytes of shared memory per block, this GPU allows ", optin, ": use max_det <= ", room,
+              " here (or the CPU / PyTorch backend)");
+}
+
 // pred: contiguous float32 (B, 4 + nc, A) on a CUDA device; class_mask: device bool (nc,) or
 // nullptr. Argument checks happen in nms_register.cpp.
 std::tuple<at::Tensor, at::Tensor> postprocess_cuda_impl(const at::Tensor& pred, double conf_thres,
@@ -328,7 +350,7 @@ std::tuple<at::Tensor, at::Tensor> postprocess_cuda_impl(const at::Tensor& pred,
   const int64_t total = batch * capacity;
   TORCH_CHECK(total < (int64_t{1} << 31) && anchors * nc < (int64_t{1} << 32),
               "yolov9k::postprocess (CUDA): batch x anchors x classes too large (", total, " candidate slots)");
-  TORCH_CHECK(max_det <= 8192, "yolov9k::postprocess (CUDA): max_det must be <= 8192, got ", max_det);
+  check_max_det_fits(max_det, pred.device().index());
 
   auto counts = at::zeros({batch}, opts.dtype(at::kInt));
   auto keys = at::empty({total}, opts.dtype(at::kLong));
