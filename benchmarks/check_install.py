@@ -21,7 +21,7 @@ from pathlib import Path
 # torch 2.11.0 and triton 3.6.0, the versions of the lent GPU machine).
 TORCH_FLOOR = (2, 11)
 TRITON_FLOOR = (3, 6)
-REQUIRED = ("torch", "numpy", "yaml", "cv2", "tqdm", "pytest", "pytest_benchmark", "hypothesis")
+REQUIRED = ("torch", "numpy", "yaml", "cv2", "PIL", "tqdm", "pytest", "pytest_benchmark", "hypothesis")
 OPTIONAL = {  # missing: the tests that need them skip with this reason
     "pycocotools": "COCOeval parity tests and the pycocotools benchmark skip",
     "onnx": "ONNX export tests skip",

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The one script a lent GPU machine runs, in a single call (under 8 minutes):
 #   install as a user does -> check packages and import every module -> GPU parity tests (every
-#   test with "cuda" in its name must run and pass) -> GPU benchmarks -> one table, printed last.
+#   test with "cuda" in its name must run and pass) -> GPU benchmarks -> one table, printed last,
+#   and the speed of light of each GPU case (benchmarks/speed_of_light.py: bytes, FLOPs, the H200's
+#   floor, measured / floor). A kernel failing its first-use check is an error here
+#   (YOLOV9K_STRICT_KERNELS=1), never a silent fallback to the reference.
 # Logs, the benchmark JSON and the table go to $OUT when it is set (the device tool brings them back).
 #
 # Usage (repo root): bash benchmarks/gpu_check.sh            on the GPU machine
 #                    bash benchmarks/gpu_check.sh --dry-run  on a CPU machine (CI runs it): the same
 #                    install and import checks, collection of every GPU test and GPU benchmark (each
-#                    counted and checked), and the benchmarks in quick mode.
+#                    counted and checked), the benchmarks in quick mode, and the speed-of-light
+#                    table with its floors only (measured column empty).
 # Needs: python3 with torch (>= 2.11), triton (>= 3.6; GPU run), pytest, pytest-benchmark, hypothesis,
-# numpy, pyyaml, opencv, tqdm, and setuptools, wheel, ninja, pybind11 to build. pycocotools is
+# numpy, pyyaml, opencv, pillow, tqdm, and setuptools, wheel, ninja, pybind11 to build. pycocotools is
 # optional (its tests skip with a reason). Missing packages: carry wheels (docs/building.md).
 set -uo pipefail
 DRY=0
@@ -23,6 +27,7 @@ ROOT=$(pwd)
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+export YOLOV9K_STRICT_KERNELS=1 # a kernel that fails its first-use check fails the check
 start=$(date +%s)
 step() { printf '\n== [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 fail() { echo "GPU CHECK FAILED: $*"; exit 1; }
@@ -103,11 +108,20 @@ rc=$?
 # 5 = nothing collected / all skipped: fine for benchmarks only
 [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || { tail -30 "$OUT/bench.log"; status=1; echo "benchmarks failed (rc $rc)"; }
 
+# speed of light: floors of the full-size cases (dry run), or measured / floor of this run's cases
+sol_args=()
+[ "$DRY" -eq 1 ] || sol_args=(--bench "$OUT/bench.json")
+if ! "$PY" benchmarks/speed_of_light.py "${sol_args[@]}" > "$OUT/speed_of_light.md" 2>&1; then
+    tail -5 "$OUT/speed_of_light.md"; status=1; echo "speed of light failed"
+fi
+
 step "table"
 verdict=$([ "$status" -eq 0 ] && echo OK || echo FAILED)$([ "$DRY" -eq 1 ] && echo ' (dry run)')
 {
     echo "GPU CHECK $verdict · commit $commit · $(date -u +%Y-%m-%d) · $(paste -sd' ' "$OUT/device.txt")"
     echo "GPU tests: $tests_line (collected $n_tests) · GPU benchmarks collected: $n_benches"
     [ -s "$OUT/bench.json" ] && "$PY" benchmarks/summarize.py "$OUT/bench.json"
+    echo
+    cat "$OUT/speed_of_light.md"
 } | tee "$OUT/table.md"
 exit $status

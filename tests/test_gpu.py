@@ -24,6 +24,12 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _strict_kernels(monkeypatch):
+    """A kernel that fails its first-use check is an error here, never a silent fallback."""
+    monkeypatch.setenv("YOLOV9K_STRICT_KERNELS", "1")
+
+
 def _require_cuda_kernel(op: str) -> None:
     if not has_native_kernel(op, "CUDA"):
         pytest.fail(f"yolov9k._C has no CUDA kernel for {op}: build with CUDA (gpu_check.sh does)")
@@ -212,3 +218,50 @@ def test_cuda_triton_assign_anchor_layout_read_once():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert out[3].any()
+
+
+# --------------------------------------------------------------------------------------------------
+# box_iou (CUDA) == box_iou (CPU kernel), bit for bit (no FMA contraction in the CUDA kernel)
+
+
+def _iou_boxes(n: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Boxes with full-mantissa corners (where a contracted a*b+c rounds differently), plus
+    degenerate, inverted, NaN and infinite ones."""
+    xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 1000
+    wh = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 300
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[::17, 2:] = boxes[::17, :2]  # zero area
+    boxes[5::19] = boxes[5::19, [2, 3, 0, 1]]  # inverted
+    boxes[7::23, 1] = float("nan")
+    boxes[11::29, 2] = float("inf")
+    return boxes.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_box_iou_bit_identical_to_cpu(dtype):
+    _require_cuda_kernel("box_iou")
+    gen = torch.Generator().manual_seed(7)
+    a, b = _iou_boxes(700, gen, dtype), _iou_boxes(900, gen, dtype)
+    b[:50] = a[:50]  # identical pairs: IoU exactly 1
+    with ops.use_backend("cpp"):
+        want = ops.box_iou(a, b)
+    with ops.use_backend("cuda"):
+        got = ops.box_iou(a.cuda(), b.cuda()).cpu()
+    assert got.dtype == want.dtype == dtype
+    same = (got == want) | (got.isnan() & want.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} of {same.numel()} IoUs differ from the CPU kernel"
+
+
+def test_cuda_postprocess_max_det_over_shared_memory_is_one_line_error():
+    """max_det beyond what the device's opt-in shared memory holds: one line that says the limit."""
+    _require_cuda_kernel("postprocess")
+    pred = random_pred(1, 80, 500, torch.Generator().manual_seed(3)).cuda()
+    optin = torch.cuda.get_device_properties(pred.device).shared_memory_per_block_optin
+    too_many = optin // 24 + 1  # a kept box takes 24 bytes (DevBox: 5 floats and an int)
+    with pytest.raises(RuntimeError, match=r"max_det=\d+ needs \d+ bytes of shared memory") as info:
+        torch.ops.yolov9k.postprocess(pred, 0.001, 0.7, too_many, 30000, False, False, None)
+    first = str(info.value).strip().splitlines()[0]
+    room = int(first.split("use max_det <= ")[1].split()[0])
+    assert 0 < room < too_many
+    dets, counts = torch.ops.yolov9k.postprocess(pred, 0.001, 0.7, room, 30000, False, False, None)
+    assert dets.shape == (1, room, 6) and int(counts[0]) <= room
