@@ -79,7 +79,9 @@ def _cuda_smem_limit(index: int) -> int:
 
 def _prune_by_device(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """Autotuner hook: drop the configs that cannot launch on this device (shared memory), before
-    any is compiled or timed."""
+    any is compiled or timed. Triton calls it only when there are several configs: with today's one
+    config, every dtype the wrapper launches (fp16 / bf16 / fp32; fp64 goes to cuDNN) fits every
+    target's limit, which ``.ci/check_triton_build.sh`` checks (sm_80 / 86 / 89 / 90)."""
     x = named_args["X0_ptr"]
     return configs_that_fit(configs, x.element_size(), device_smem_limit(x.device))
 
@@ -246,6 +248,10 @@ def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor 
     bias (C_out,) or None. Returns (N, C_out, H, W) in the inputs' dtype, channels-last.
     """
     check_concat_inputs(inputs, weight, bias)
+    if inputs[0].dtype == torch.float64 and not _INTERPRET:
+        # fp64 has no tensor cores, and the config's fp64 tiles (112 KB of shared memory) cannot launch
+        # on sm_86 / sm_89 cards (99 KB; .ci/check_triton_build.sh): the plain concat + conv (cuDNN).
+        return _reference(inputs, weight, bias)
     inputs = list(inputs)
     if len(inputs) > MAX_INPUTS:  # rare (no zoo block has more): fold the tail into one input
         inputs = [*inputs[: MAX_INPUTS - 1], torch.cat(inputs[MAX_INPUTS - 1 :], 1)]
@@ -270,6 +276,11 @@ def concat_conv1x1_silu_impl(inputs: list[Tensor], weight: Tensor, bias: Tensor 
         NUM_INPUTS=len(inputs), FP32_DOT=fp32_dot, PRECISION=fp32_precision(dtype),
     )  # fmt: skip
     return y
+
+
+def _reference(inputs: list[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
+    y = torch.nn.functional.conv2d(torch.cat(list(inputs), 1), weight, bias)
+    return torch.nn.functional.silu(y).contiguous(memory_format=torch.channels_last)
 
 
 # --- torch.library registration -----------------------------------------------------------------
