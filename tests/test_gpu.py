@@ -265,3 +265,16 @@ def test_cuda_postprocess_max_det_over_shared_memory_is_one_line_error():
     assert 0 < room < too_many
     dets, counts = torch.ops.yolov9k.postprocess(pred, 0.001, 0.7, room, 30000, False, False, None)
     assert dets.shape == (1, room, 6) and int(counts[0]) <= room
+
+
+def test_cuda_concat_conv_fp64_runs_the_plain_conv():
+    """fp64 never launches the concat GEMM (its tiles do not fit sm_86 / sm_89 shared memory)."""
+    from yolov9k.kernels import concat_conv1x1 as cc
+
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(2, c, 9, 7, generator=g, dtype=torch.float64).cuda() for c in (16, 8, 24)]
+    weight = torch.randn(32, 48, 1, 1, generator=g, dtype=torch.float64).cuda()
+    bias = torch.randn(32, generator=g, dtype=torch.float64).cuda()
+    got = cc.concat_conv1x1_silu_impl(inputs, weight, bias)
+    want = torch.nn.functional.silu(torch.nn.functional.conv2d(torch.cat(inputs, 1), weight, bias))
+    assert got.dtype == torch.float64 and torch.equal(got, want)
