@@ -38,7 +38,8 @@ import sys
 
 entry = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
 spill = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-used = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes smem)?")
+used = re.compile(r"Used (\d+) registers")
+smem = re.compile(r"(\d+) bytes smem")
 rows, cur = {}, None
 for line in open(sys.argv[1], errors="replace"):
     if m := entry.search(line):
@@ -46,12 +47,21 @@ for line in open(sys.argv[1], errors="replace"):
     elif cur is not None and (m := spill.search(line)):
         cur.update(stack=int(m[1]), spill=int(m[2]) + int(m[3]))
     elif cur is not None and (m := used.search(line)):
-        cur.update(regs=int(m[1]), smem=int(m[2] or 0))
+        cur.update(regs=int(m[1]), smem=int(s[1]) if (s := smem.search(line)) else 0)
 if not rows:
     sys.exit("no ptxas -v output in the build log (NVCC_APPEND_FLAGS not honoured?)")
 names = subprocess.run(["c++filt"], input="\n".join(k for k, _ in rows), capture_output=True, text=True).stdout
-short = {k: re.sub(r"\(.*", "", n).replace("yolov9k::(anonymous namespace)::", "") for (k, _), n in
-         zip(rows, names.splitlines())}
+
+
+def shorten(name: str) -> str:
+    name = name.replace("(anonymous namespace)::", "").removeprefix("void ")
+    name = re.sub(r"cub::CUB_\w+::", "cub::", name)
+    if name.startswith("cub::"):  # CUB's sort kernels (segmented sort of NMS): the kernel's name only
+        return re.sub(r"<.*", "", name)
+    return re.sub(r"\(.*", "", name)
+
+
+short = {k: shorten(n) for (k, _), n in zip(rows, names.splitlines())}
 head = ("kernel", "arch", "registers", "spill B", "stack B", "static smem B")
 lines = [(short[k], a, r["regs"], r["spill"], r["stack"], r["smem"]) for (k, a), r in sorted(rows.items())]
 widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
