@@ -121,6 +121,27 @@ def test_a_later_exception_of_a_checked_kernel_also_falls_back(probe_op):
 
 
 @needs_ext
+def test_a_fallback_of_one_variant_also_stops_the_variants_checked_before(probe_op):
+    """The op falls back on the device: a variant that passed its check earlier runs the reference too."""
+    seen = []
+
+    def kernel(a):
+        seen.append(a.dtype)
+        if a.dtype == torch.float64:
+            raise RuntimeError("CUDA error: misaligned address")
+        return _reference(a)
+
+    probe_op(kernel)
+    a = torch.ones(4)
+    _call(a)
+    _call(a)  # checked, then straight to the kernel
+    with pytest.warns(KernelFallbackWarning, match="misaligned address"):
+        _call(a.double())
+    assert torch.equal(_call(a), _reference(a))
+    assert seen == [torch.float32, torch.float32, torch.float64]  # not called after the fallback
+
+
+@needs_ext
 def test_an_input_the_reference_rejects_too_is_the_callers_error(probe_op):
     def kernel(a):
         raise ValueError("bad boxes")

@@ -6,7 +6,8 @@ dtype, layout and, for ``bn_silu``, mode) is *checked*: the kernel runs, the dev
 (so compile, ptxas and launch errors surface here, named), and its result is compared with the
 PyTorch reference on that same call (mutable state such as BatchNorm running statistics is compared
 on copies; ``bn_silu`` in training also compares the gradients of a backward probe). Later calls of
-that variant go straight to the kernel, inside a ``try`` that costs nothing unless it raises.
+that variant go straight to the kernel, inside a ``try`` that costs nothing unless it raises (the
+guard's cost per call, ~2 us of Python: benchmarks/test_bench_guard.py, benchmarks/RESULTS.md).
 
 On failure (an exception, or a result outside the reference's rounding) the op falls back to its
 reference for the rest of the process on that device, with **one** ``KernelFallbackWarning`` naming
@@ -79,6 +80,9 @@ _OP_RTOL: dict[tuple[str, torch.dtype], float] = {
 
 _lock = threading.Lock()
 _checked: set[tuple] = set()
+# The checked variants again, keyed without strings: (op, backend, torch.device, dtype, layout, mode).
+# A fallback removes its op's entries on that device.
+_fast: set[tuple] = set()
 _fallen: dict[tuple[str, str], Fallback] = {}  # (op, device) -> record
 _verifiers: dict[str, Callable[..., Any]] = {}
 _variant_extras: dict[str, Callable[..., str]] = {}
@@ -115,16 +119,19 @@ def has_fallen_back(op: str, device: torch.device | str) -> bool:
 def guard_cpu_tensors() -> Iterator[None]:
     """Test hook: the guard also acts on CPU tensors (a CPU machine can then test it) and starts clean."""
     global _cpu_for_tests
-    saved = _cpu_for_tests, set(_checked), dict(_fallen)
+    saved = _cpu_for_tests, set(_checked), dict(_fallen), set(_fast)
     _cpu_for_tests = True
     _checked.clear()
     _fallen.clear()
+    _fast.clear()
     try:
         yield
     finally:
         _cpu_for_tests = False
         _checked.clear()
         _checked.update(saved[1])
+        _fast.clear()
+        _fast.update(saved[3])
         _fallen.clear()
         _fallen.update(saved[2])
 
@@ -166,26 +173,29 @@ def _make_wrapper(op: str, backend: str, kernel: Callable, reference: Callable) 
 
     def call(*args, **kwargs):
         t = _first_tensor(args)
-        if t is None or not (t.is_cuda or _cpu_for_tests) or _unguardable():
+        if t is None or not (t.is_cuda or _cpu_for_tests) or torch.compiler.is_compiling():
+            return kernel(*args, **kwargs)
+        extra = _variant_extras.get(op)
+        mode = extra(*args, **kwargs) if extra is not None else ""
+        fast = (op, backend, t.device, t.dtype, _layout(t), mode)
+        if fast in _fast:  # the steady state: a variant already checked, on a device that has not fallen back
+            try:
+                return kernel(*args, **kwargs)
+            except Exception as e:
+                return _fail(op, backend, str(t.device), _variant(t, mode), e, reference, args, kwargs)
+        if _capturing():
             return kernel(*args, **kwargs)
         device = str(t.device)
         if (op, device) in _fallen:
             return reference(*args, **kwargs)
-        extra = _variant_extras.get(op)
-        variant = f"{str(t.dtype).removeprefix('torch.')}/{_layout(t)}"
-        if extra is not None:
-            variant += "/" + extra(*args, **kwargs)
-        if (op, backend, device, variant) in _checked:
-            try:
-                return kernel(*args, **kwargs)
-            except Exception as e:
-                return _fail(op, backend, device, variant, e, reference, args, kwargs)
+        variant = _variant(t, mode)
         try:
             out = verify(kernel, reference, args, kwargs, op)
         except Exception as e:
             return _fail(op, backend, device, variant, e, reference, args, kwargs)
         with _lock:
             _checked.add((op, backend, device, variant))
+            _fast.add(fast)
         return out
 
     call.__name__ = f"guarded_{op}_{backend}"
@@ -193,11 +203,14 @@ def _make_wrapper(op: str, backend: str, kernel: Callable, reference: Callable) 
     return call
 
 
-def _unguardable() -> bool:
-    """Tracing or graph capture: no synchronisation or host-side comparison may happen."""
-    if torch.compiler.is_compiling():
-        return True
+def _capturing() -> bool:
+    """CUDA-graph capture: no synchronisation or host-side comparison may happen."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _variant(t: Tensor, mode: str) -> str:
+    variant = f"{str(t.dtype).removeprefix('torch.')}/{_layout(t)}"
+    return f"{variant}/{mode}" if mode else variant
 
 
 def _fail(op, backend, device, variant, error, reference, args, kwargs):
@@ -214,6 +227,7 @@ def _fail(op, backend, device, variant, error, reference, args, kwargs):
     with _lock:
         first = (op, device) not in _fallen
         _fallen.setdefault((op, device), Fallback(op, backend, device, variant, text))
+        _fast.difference_update([k for k in _fast if k[0] == op and str(k[2]) == device])
     if first:
         warnings.warn(
             f"{message} YOLOV9K_BACKEND=torch runs every op on the references; "
