@@ -393,13 +393,13 @@ def _plant(rec: _Recorder) -> None:
     sys.path.insert(0, str(ROOT / ".ci"))
     import triton_build_plant as p  # noqa: PLC0415
 
-    x = torch.empty(1 << 16, device="meta")
+    x = torch.empty(1 << 17, device="meta")
     if "spill" in plant:
         with rec.scene("PLANTED spill (default path)", True):
             p.spill_kernel[(1,)](x, x, BLOCK=8192)
     if "smem" in plant:
         with rec.scene("PLANTED shared-memory overflow (a config the code picks)", True):
-            p.smem_kernel[(1,)](x, x, BLOCK=512)
+            p.smem_kernel[(1,)](x, x, BLOCK=128, K=1024)
 
 
 # --------------------------------------------------------------------------------------------------
