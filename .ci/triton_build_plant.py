@@ -1,6 +1,8 @@
 """Kernels planted by ``YOLOV9K_TRITON_CHECK_PLANT`` to show that ``.ci/triton_build.py`` fails:
-one whose per-thread working set cannot fit in registers (a spill), one whose shared memory is
-over every target's per-block limit. Never imported by the package."""
+one meant to spill registers, one whose shared memory is over every target's per-block limit. Never
+imported by the package. Measured (benchmarks/RESULTS.md): ``smem_kernel`` fails the check twice
+(524 KB of shared memory, and a 75 KB spill); ``spill_kernel`` does not spill on Triton 3.9.
+TODO(gpu): a plant that spills without overflowing shared memory."""
 
 from __future__ import annotations
 
