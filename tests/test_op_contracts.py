@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from test_nms import naive_nms, peak_rss_rise_mb
 
 from yolov9k import ops
-from yolov9k.ops.boxes import box_iou_reference
+from yolov9k.ops.box_iou import box_iou_reference
 from yolov9k.ops.nms import batched_nms
 
 
