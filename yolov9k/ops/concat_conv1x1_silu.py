@@ -29,7 +29,7 @@ from yolov9k.kernels.common import check_concat_inputs
 from yolov9k.ops import _dispatch
 from yolov9k.ops._dispatch import KernelOp
 
-__all__ = ["can_run_concat_gemm", "concat_conv1x1_silu", "concat_conv1x1_silu_reference", "concat_gemm_silu"]
+__all__ = ["can_run_concat_gemm", "concat_conv1x1_silu", "concat_conv1x1_silu_reference"]
 
 
 # --- reference and Triton implementation ----------------------------------------------------------
@@ -46,22 +46,17 @@ def concat_conv1x1_silu_reference(inputs: Sequence[Tensor], weight: Tensor, bias
     return F.silu(F.conv2d(x, weight, bias))
 
 
-def concat_gemm_silu(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
-    """The Triton concat GEMM without argument checks, for callers that checked
-    (:func:`can_run_concat_gemm`); channels-last output, no backward."""
-    from yolov9k.kernels.concat_conv1x1 import concat_conv1x1_silu_triton  # optional dependency
-
-    return concat_conv1x1_silu_triton(list(inputs), weight, bias)
-
-
 def _concat_conv1x1_silu_triton(inputs: Sequence[Tensor], weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The Triton concat GEMM (``kernels/concat_conv1x1.py``): channels-last output, no backward."""
+    from yolov9k.kernels.concat_conv1x1 import concat_conv1x1_silu_triton  # triton is optional
+
     check_concat_inputs(inputs, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, weight, bias) if t is not None):
         raise RuntimeError(
             "concat_conv1x1_silu: the Triton kernel is inference-only (no backward); run it under "
             "torch.no_grad() / inference_mode(), or use the torch backend"
         )
-    return concat_gemm_silu(inputs, weight, bias)
+    return concat_conv1x1_silu_triton(list(inputs), weight, bias)
 
 
 # --- registration --------------------------------------------------------------------------------
