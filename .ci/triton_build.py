@@ -307,7 +307,7 @@ def collect(out: Path, models: Iterable[str] | None = None) -> int:
                 _bn_calls(bn_k, _rebatch(spec, n), dtype, training=True, grad=True)
                 _bn_calls(bn_k, _rebatch(spec, n), dtype, training=False, grad=False)
         # default path: fused inference, the concat GEMM over a block's branches (batch 1 and 16)
-        # (fp32 maps go to cuDNN inside a model: yolov9k.ops.fused.can_run_concat_gemm)
+        # (fp32 maps go to cuDNN inside a model: yolov9k.ops.concat_conv1x1_silu.can_run_concat_gemm)
         for ((inputs, wshape), imgsz, cl), n, dtype in _product(concat_specs, (1, 16), (f16, bf16)):
             with rec.scene(f"fused eval imgsz {imgsz} {'NHWC' if cl else 'NCHW'} {dtype} batch {n}", True):
                 _concat_calls(cc_k, [_rebatch(s, n) for s in inputs], wshape, dtype)

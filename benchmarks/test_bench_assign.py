@@ -90,6 +90,7 @@ def _run(benchmark, provider: str, m: int, device: str) -> None:
 
 @pytest.mark.parametrize("m", [20, 100])
 @pytest.mark.parametrize("provider", ["reference", "official"])
+@pytest.mark.op_bench("assign")
 def test_assign_cpu(benchmark, provider, m):
     benchmark.group = f"assign cpu B={B} A=8400 M={m}"
     _run(benchmark, provider, m, "cpu")

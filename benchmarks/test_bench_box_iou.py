@@ -33,6 +33,7 @@ def _run(benchmark, backend: str, device: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.op_bench("box_iou")
 def test_box_iou_cpu(benchmark, backend):
     benchmark.group = f"box_iou cpu {N}x{M}"
     _run(benchmark, backend, "cpu")

@@ -1,4 +1,5 @@
-"""Fused Conv-BN-SiLU / ELAN aggregation (``yolov9k.ops.fused``): eager vs torch.compile vs ours.
+"""Fused Conv-BN-SiLU / ELAN aggregation (``yolov9k.ops.bn_silu``, ``yolov9k.ops.concat_conv1x1_silu``):
+eager vs torch.compile vs ours.
 
 GPU cases (skipped without CUDA; run by benchmarks/gpu_check.sh on a lent GPU):
   * per-block latency of gelan-c's ELAN blocks (fused, eval, channels-last) at batch 32, 640 px:
@@ -15,7 +16,8 @@ CPU cases (also in quick mode, smaller):
   * forward + backward of ADown / AConv's 2x2 average pool: ``avg_pool_2x2`` (a depthwise conv on
     CPU NCHW) vs ATen's ``avg_pool2d``, at (8, 64, 40, 40) and (8, 32, 80, 80).
 
-The measured crossovers are meant to fill ``yolov9k.ops.fused._triton_worth_it`` (TODO(gpu)).
+TODO(gpu): a measured crossover (below some size eager wins) would become a size rule in
+``yolov9k.ops._dispatch.select``; until then Triton runs for every CUDA shape.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from yolov9k.models.accelerate import accelerate
 from yolov9k.models.blocks import SPPELAN, RepNCSPELAN4, avg_pool_2x2
 from yolov9k.ops import use_backend
 from yolov9k.ops._extension import has_native_kernel
-from yolov9k.ops.fused import bn_silu_cpp, bn_silu_reference
+from yolov9k.ops.bn_silu import bn_silu_cpp, bn_silu_reference
 
 BATCH = pick(32, 2)
 TRAIN_BATCH = pick(16, 2)
@@ -86,6 +88,7 @@ def _gelan_c_block_inputs() -> dict[int, tuple[nn.Module, tuple[int, ...]]]:
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("provider", ["eager", "compile", "ours"])
 @pytest.mark.parametrize("layer", BLOCK_LAYERS)
+@pytest.mark.op_bench("concat_conv1x1_silu")
 def test_gelan_c_elan_block(benchmark, layer, provider, dtype):
     if provider == "compile" and dtype != "fp16":
         pytest.skip("torch.compile measured in fp16 only (compile time budget of gpu_check.sh)")
@@ -170,6 +173,7 @@ def test_cpu_bn_silu_reference(benchmark, provider):
 @pytest.mark.skipif(not has_native_kernel("bn_silu_train", "CPU"), reason="yolov9k._C without bn_silu_train")
 @pytest.mark.parametrize("provider", ["reference", "cpp"])
 @pytest.mark.parametrize("shape", CPU_TRAIN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.op_bench("bn_silu")
 def test_cpu_bn_silu_train_forward_backward(benchmark, shape, provider):
     """CPU training step of BN + SiLU: forward (running-stat update included) + backward to x, weight
     and bias; ``cpp`` = the C++ ops, ``reference`` = eager BatchNorm2d + SiLU."""

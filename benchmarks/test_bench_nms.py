@@ -67,6 +67,7 @@ def _run(benchmark, provider: str, batch: int, setting: str, device: str) -> Non
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("provider", ["official", "torch", "cpp"])
+@pytest.mark.op_bench("postprocess")
 def test_postprocess_cpu(benchmark, provider, batch, setting):
     if provider == "cpp" and not ops.extension_loaded():
         pytest.skip("yolov9k._C not built")
@@ -96,6 +97,7 @@ def _nms_inputs(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.
 @requires_cuda
 @pytest.mark.parametrize("n", pick([1000, 30000], [1000]))
 @pytest.mark.parametrize("provider", ["cuda", "torchvision"])
+@pytest.mark.op_bench("batched_nms")
 def test_batched_nms_cuda(benchmark, provider, n):
     boxes, scores, idxs = _nms_inputs(n, "cuda")
     if provider == "torchvision":

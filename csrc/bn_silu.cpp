@@ -4,18 +4,17 @@
 //   per-channel batch mean and invstd = 1 / sqrt(biased variance + eps), returns
 //   y = silu((x - mean) * invstd * weight + bias) (N, C, H, W, contiguous), mean (C,) and invstd (C,)
 //   in x's dtype. Neither the normalised value nor the BatchNorm output is stored: the backward
-//   recomputes them from x. The running statistics are the caller's (yolov9k/ops/fused.py).
+//   recomputes them from x. The running statistics are the caller's (yolov9k/ops/bn_silu.py).
 // bn_silu_train_backward: (grad_x, grad_weight, grad_bias) of y given grad_y, the forward's inputs
 //   and its mean / invstd (batch statistics, so grad_x includes their dependence on x).
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include "bn_silu.h"
 #include "common/checks.h"
 
 namespace yolov9k {
 
-// Argument checks of bn_silu_train (devices are checked by the kernel). Errors raise ValueError /
-// TypeError in Python, as nn.BatchNorm2d does for the same mistakes.
 void check_bn_silu_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK_VALUE(x.dim() == 4, "yolov9k::bn_silu_train: x must have shape (N, C, H, W), got ", x.sizes());
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -32,8 +31,6 @@ void check_bn_silu_args(const at::Tensor& x, const at::Tensor& weight, const at:
                     "Expected more than 1 value per channel when training, got input size ", x.sizes());
 }
 
-// Argument checks of bn_silu_train_backward: the forward's checks plus the shapes and dtypes of
-// grad_y and the statistics.
 void check_bn_silu_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd) {
   check_bn_silu_args(x, weight, bias);

@@ -11,10 +11,10 @@
 #include <cmath>
 
 #include "common/checks.h"
+#include "nms.h"
 
 namespace yolov9k {
 
-// Argument checks of postprocess shared by the CPU and CUDA kernels: clear errors, no crashes.
 void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
                             const c10::optional<at::Tensor>& class_mask) {
   TORCH_CHECK(pred.dim() == 3 && pred.size(1) >= 5,
@@ -34,7 +34,6 @@ void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int
   }
 }
 
-// Argument checks of batched_nms shared by the CPU and CUDA kernels (devices are checked by each).
 void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                             double iou_threshold) {
   check_boxes(boxes, "boxes");

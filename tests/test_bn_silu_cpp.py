@@ -22,7 +22,7 @@ from yolov9k.models import build_model
 from yolov9k.models.accelerate import accelerate
 from yolov9k.ops import _dispatch, use_backend
 from yolov9k.ops._extension import has_native_kernel
-from yolov9k.ops.fused import bn_silu, bn_silu_reference, fused_backend
+from yolov9k.ops.bn_silu import bn_silu, bn_silu_reference
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +127,7 @@ def compare(shape, dtype, x=None, seed: int = 0, momentum: float | None = MOMENT
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.op_parity("bn_silu")
 def test_matches_reference(shape, dtype):
     compare(shape, dtype)
 
@@ -313,18 +314,23 @@ def test_fallbacks_are_the_reference_exactly(case):
         assert torch.equal(a, b)
 
 
+def model_backend(op: str, x: torch.Tensor) -> str:
+    """The backend an accelerated module uses for ``op`` on ``x``."""
+    return _dispatch.select(op, x.device, module_path=True)[0]
+
+
 def test_dispatch_picks_cpp_on_cpu():
     x = torch.randn(2, 3, 4, 4)
     assert _dispatch.backends("cpu")["bn_silu"] == "cpp"
-    assert fused_backend("bn_silu", x) == "cpp"
-    assert fused_backend("concat_conv1x1_silu", x) == "torch"
+    assert model_backend("bn_silu", x) == "cpp"
+    assert model_backend("concat_conv1x1_silu", x) == "torch"
     with use_backend("torch"):
-        assert fused_backend("bn_silu", x) == "torch"
+        assert model_backend("bn_silu", x) == "torch"
     with use_backend("cpp"):
-        assert fused_backend("bn_silu", x) == "cpp"
-        assert fused_backend("concat_conv1x1_silu", x) == "torch"  # no C++ version: the reference
+        assert model_backend("bn_silu", x) == "cpp"
+        assert model_backend("concat_conv1x1_silu", x) == "torch"  # no C++ version: the reference
     with use_backend("cuda"):
-        assert fused_backend("bn_silu", x) == "torch"
+        assert model_backend("bn_silu", x) == "torch"
 
 
 def test_custom_ops_opcheck():
@@ -345,7 +351,7 @@ def test_aten_path_without_avx2():
         """
         import torch, yolov9k.ops
         from yolov9k.ops import use_backend
-        from yolov9k.ops.fused import bn_silu_reference
+        from yolov9k.ops.bn_silu import bn_silu_reference
         assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         g = torch.Generator().manual_seed(0)
         x = torch.randn(3, 5, 7, 9, generator=g) * 2 + 1
@@ -407,7 +413,7 @@ def test_whole_model_float64_equals_the_reference(gelan_t_batch):
     model, imgs, targets = gelan_t_batch
     imgs, targets = imgs.double(), targets.double()
     ref, ours = copy.deepcopy(model).double(), accelerate(copy.deepcopy(model).double())
-    assert fused_backend("bn_silu", imgs) == "cpp"
+    assert model_backend("bn_silu", imgs) == "cpp"
     loss_ref, grads_ref = _loss_and_grads(ref, imgs, targets, "torch")
     loss, grads = _loss_and_grads(ours, imgs, targets, "auto")
     assert_close_verbose(loss, loss_ref, rtol=1e-12, atol=0, what="loss")
@@ -428,7 +434,7 @@ def test_whole_model_float32_within_eager_rounding(gelan_t_batch):
     0.4-2.2 over twelve seeds and two sizes; the float64 test above is the exact check)."""
     model, imgs, targets = gelan_t_batch
     ref, ours, ref64 = copy.deepcopy(model), accelerate(copy.deepcopy(model)), copy.deepcopy(model).double()
-    assert fused_backend("bn_silu", imgs) == "cpp"
+    assert model_backend("bn_silu", imgs) == "cpp"
     loss_ref, grads_ref = _loss_and_grads(ref, imgs, targets, "torch")
     loss, grads = _loss_and_grads(ours, imgs, targets, "auto")
     loss64, grads64 = _loss_and_grads(ref64, imgs.double(), targets.double(), "torch")

@@ -7,7 +7,7 @@ import torch
 from conftest import assert_close_verbose
 
 from yolov9k import ops
-from yolov9k.ops import boxes
+from yolov9k.ops.box_iou import box_iou_reference
 
 
 def random_boxes(n: int, generator: torch.Generator, scale: float = 100.0) -> torch.Tensor:
@@ -34,12 +34,13 @@ def test_reference_matches_naive_loop():
     a[0] = b[0]  # identical pair -> IoU 1
     a[1, 2:] = a[1, :2]  # degenerate box
     expected = naive_iou(a, b)
-    assert_close_verbose(boxes.box_iou_reference(a.double(), b.double()), expected, atol=1e-12, what="iou")
-    assert boxes.box_iou_reference(a, b)[0, 0].item() == pytest.approx(1.0)
+    assert_close_verbose(box_iou_reference(a.double(), b.double()), expected, atol=1e-12, what="iou")
+    assert box_iou_reference(a, b)[0, 0].item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("n,m", [(0, 0), (0, 5), (3, 0), (1, 1), (17, 33), (128, 7)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.op_parity("box_iou")
 def test_cpp_matches_reference(n, m, dtype):
     if not ops.extension_loaded():
         pytest.fail("yolov9k._C is not built; CI must build it")
@@ -47,7 +48,7 @@ def test_cpp_matches_reference(n, m, dtype):
     a, b = random_boxes(n, g).to(dtype), random_boxes(m, g).to(dtype)
     with ops.use_backend("cpp"):
         got = ops.box_iou(a, b)
-    expected = boxes.box_iou_reference(a, b)
+    expected = box_iou_reference(a, b)
     assert got.dtype == dtype and got.shape == (n, m)
     tol = 0 if dtype in (torch.float32, torch.float64) else 1e-2
     assert_close_verbose(got.float(), expected.float(), atol=tol, what=f"box_iou {dtype}")
@@ -59,7 +60,7 @@ def test_non_contiguous_input():
     assert not a.is_contiguous()
     with ops.use_backend("cpp"):
         got = ops.box_iou(a, a)
-    assert_close_verbose(got, boxes.box_iou_reference(a, a), what="non-contiguous")
+    assert_close_verbose(got, box_iou_reference(a, a), what="non-contiguous")
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(3, 5), torch.zeros(4), torch.zeros(3, 4, dtype=torch.int64)])

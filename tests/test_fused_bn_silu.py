@@ -15,7 +15,7 @@ from conftest import assert_close_verbose, make_batchnorm, requires_cuda
 from torch import nn
 
 from yolov9k.ops import use_backend
-from yolov9k.ops.fused import bn_silu, bn_silu_reference
+from yolov9k.ops.bn_silu import bn_silu, bn_silu_reference
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 
@@ -86,6 +86,7 @@ def run_eager(x, bn: nn.BatchNorm2d, grad: torch.Tensor | None):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.op_parity("bn_silu")
 def test_fp32_forward_backward_and_running_stats(shape, layout, training):
     x = make_input(shape, layout, torch.float32)
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(2))

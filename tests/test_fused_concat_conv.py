@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import assert_close_verbose, requires_cuda
 
 from yolov9k.ops import use_backend
-from yolov9k.ops.fused import concat_conv1x1_silu, concat_conv1x1_silu_reference
+from yolov9k.ops.concat_conv1x1_silu import concat_conv1x1_silu, concat_conv1x1_silu_reference
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 
@@ -60,6 +60,7 @@ CASES = [  # (batch, branch channels, (H, W), C_out)
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}-k{'+'.join(map(str, c[1]))}-o{c[3]}")
+@pytest.mark.op_parity("concat_conv1x1_silu")
 def test_fp32_matches_cat_conv_silu(case, layout):
     n, channels, hw, c_out = case
     inputs = make_inputs(n, channels, hw, layout, torch.float32)

@@ -20,7 +20,7 @@ from conftest import assert_close_verbose
 from torch import nn
 
 from yolov9k.models import build_model
-from yolov9k.models.accelerate import AcceleratedConv, AcceleratedRepNCSPELAN4, accelerate
+from yolov9k.models.accelerate import AcceleratedConv, accelerate
 from yolov9k.models.blocks import ELAN1, SPPELAN, AConv, ADown, Conv, RepConvN, RepNCSPELAN4
 from yolov9k.ops import use_backend
 
@@ -84,7 +84,6 @@ def test_accelerate_swaps_classes_keeps_state_and_is_idempotent():
     accelerate(model)
     assert list(model.state_dict()) == keys
     assert sum(type(m) is AcceleratedConv for m in model.modules()) == n_conv
-    assert any(isinstance(m, AcceleratedRepNCSPELAN4) for m in model.modules())
     assert all(isinstance(m, Conv) for m in model.modules() if type(m) is AcceleratedConv)
     clone = copy.deepcopy(model)  # EMA copies the model
     assert any(type(m) is AcceleratedConv for m in clone.modules())
@@ -223,3 +222,59 @@ def test_whole_model_forced_triton_within_eager_fp32_noise(name):
         y_ref, y64 = ref(x), ref64(x.double())
     err, err_eager = (y.double() - y64).abs().max().item(), (y_ref.double() - y64).abs().max().item()
     assert err <= 2 * err_eager + 1e-5, f"fused eval: ours {err:.3e} vs eager fp32 {err_eager:.3e}"
+
+
+# --- per-op switches: accelerate(model, bn_silu=..., concat_conv=...) ----------------------------
+
+
+def _count_calls(monkeypatch, op: str, backend: str) -> list[int]:
+    """Replace ``op``'s ``backend`` implementation by its reference that counts its calls."""
+    from yolov9k.ops import _dispatch
+
+    spec = _dispatch._OPS[op]
+    calls = [0]
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return spec.reference(*args, **kwargs)
+
+    monkeypatch.setitem(spec.impls, backend, _dispatch._Impl(counting, spec.impls[backend].native_op))
+    return calls
+
+
+@pytest.mark.parametrize("bn_silu", [True, False])
+def test_bn_silu_switch(monkeypatch, bn_silu):
+    calls = _count_calls(monkeypatch, "bn_silu", "triton")
+    torch.manual_seed(0)
+    ref = _randomize_bn(build_model("gelan-t", num_classes=3))
+    model = accelerate(copy.deepcopy(ref), bn_silu=bn_silu)
+    assert all(type(m) is AcceleratedConv for m in model.modules() if isinstance(m, Conv))
+    x = torch.randn(2, 3, 32, 32)
+    with use_backend("triton"):
+        out = _flat(model(x))
+    n_bn_conv = sum(
+        isinstance(m, Conv) and m.bn is not None and isinstance(m.act, nn.SiLU) for m in model.modules()
+    )
+    assert calls[0] == (n_bn_conv if bn_silu else 0)
+    assert all(torch.equal(a, b) for a, b in zip(out, _flat(ref(x))))  # the counting kernel is the reference
+
+
+@pytest.mark.parametrize("concat_conv", [True, False])
+def test_concat_conv_switch(monkeypatch, concat_conv):
+    calls = _count_calls(monkeypatch, "concat_conv1x1_silu", "triton")
+    torch.manual_seed(0)
+    block = RepNCSPELAN4(16, 16, 16, 8, 1).eval()
+    _fuse_block(block)
+    block = accelerate(block.half(), concat_conv=concat_conv)
+    x = torch.randn(1, 16, 8, 8).half()
+    with use_backend("triton"), torch.no_grad():
+        block(x)
+    assert (calls[0] > 0) == concat_conv
+
+
+def test_switches_off_restore_the_plain_conv_and_default_is_all_on():
+    model = accelerate(build_model("gelan-t", num_classes=3), bn_silu=False, concat_conv=False)
+    assert not any(type(m) is AcceleratedConv for m in model.modules())
+    accelerate(model)
+    convs = [m for m in model.modules() if type(m) is AcceleratedConv]
+    assert convs and all(m.use_bn_silu and m.use_concat_conv for m in convs)

@@ -18,7 +18,7 @@ from yolov9k.api.info import format_info
 from yolov9k.ops import _dispatch, _guard
 from yolov9k.ops._extension import has_native_kernel
 from yolov9k.ops._guard import KernelFallbackError, KernelFallbackWarning
-from yolov9k.ops.fused import bn_silu, bn_silu_cpp, bn_silu_reference
+from yolov9k.ops.bn_silu import bn_silu, bn_silu_cpp, bn_silu_reference
 
 needs_ext = pytest.mark.skipif(not has_native_kernel("box_iou", "CPU"), reason="yolov9k._C not built")
 
@@ -39,10 +39,12 @@ def probe_op(monkeypatch):
         kernels["fn"] = fn
         _dispatch.register("_probe", "cpp", fn, native_op="box_iou")
 
-    _dispatch.register("_probe", "torch", _reference)
-    with _guard.guard_cpu_tensors():
-        yield set_kernel
-    _dispatch._REGISTRY.pop("_probe", None)
+    _dispatch.define("_probe", reference=_reference)
+    try:
+        with _guard.guard_cpu_tensors():
+            yield set_kernel
+    finally:
+        _dispatch._OPS.pop("_probe", None)
 
 
 def _call(a):
@@ -163,10 +165,10 @@ def test_strict_mode_raises_instead_of_falling_back(probe_op, monkeypatch):
 
 
 def test_the_guard_is_off_for_cpu_tensors_by_default():
-    fn = _dispatch.implementation("bn_silu", "cpp", torch.device("cpu"), bn_silu_cpp)
+    fn = _dispatch.implementation("bn_silu", "cpp", torch.device("cpu"))
     assert fn is bn_silu_cpp
-    cuda_fn = _dispatch.implementation("bn_silu", "triton", torch.device("cuda"), bn_silu_cpp)
-    assert cuda_fn is not bn_silu_cpp and cuda_fn.__name__ == "guarded_bn_silu_triton"
+    cuda_fn = _dispatch.implementation("bn_silu", "triton", torch.device("cuda"))
+    assert cuda_fn.__name__ == "guarded_bn_silu_triton"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def test_bn_silu_kernel_corrupting_the_running_stats_is_caught_and_undone(monkey
 
     bn, bn_ref = make_batchnorm(8, eps=1e-3, momentum=0.03), make_batchnorm(8, eps=1e-3, momentum=0.03)
     x = torch.randn(2, 8, 5, 5)
-    monkeypatch.setitem(_dispatch._REGISTRY["bn_silu"], "cpp", _dispatch._Impl(corrupting, "bn_silu_train"))
+    monkeypatch.setitem(_dispatch._OPS["bn_silu"].impls, "cpp", _dispatch._Impl(corrupting, "bn_silu_train"))
     with _guard.guard_cpu_tensors(), pytest.warns(KernelFallbackWarning, match="running_mean"):
         y = bn_silu(x, *_bn_args(bn))
     want = bn_silu_reference(x, *_bn_args(bn_ref))
@@ -278,7 +280,7 @@ def test_training_with_a_failing_kernel_stops_in_strict_mode(tiny_data, tmp_path
 
 def _plant_broken_bn_silu(monkeypatch) -> None:
     broken = _dispatch._Impl(_broken_bn_silu, "bn_silu_train")
-    monkeypatch.setitem(_dispatch._REGISTRY["bn_silu"], "cpp", broken)
+    monkeypatch.setitem(_dispatch._OPS["bn_silu"].impls, "cpp", broken)
 
 
 def _info_stub() -> dict:

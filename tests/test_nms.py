@@ -156,6 +156,7 @@ def test_fixture_independent_of_anchor_order(nms_fixture):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.op_parity("batched_nms")
 def test_batched_nms_matches_naive_oracle(seed, backend):
     if backend == "cpp":
         require_extension()
@@ -392,6 +393,7 @@ def test_native_op_bad_input_is_a_clear_error():
         (5, dict(conf_thres=1.0, iou_thres=1.0)),
     ],
 )
+@pytest.mark.op_parity("postprocess")
 def test_cpp_matches_reference(nc, kwargs):
     require_extension()
     pred = random_pred(3, nc, 400, torch.Generator().manual_seed(nc))

@@ -18,8 +18,8 @@ from yolov9k.models import build_model
 from yolov9k.models.accelerate import AcceleratedConv
 from yolov9k.models.blocks import Conv
 from yolov9k.ops import use_backend
+from yolov9k.ops._dispatch import select
 from yolov9k.ops._extension import has_native_kernel
-from yolov9k.ops.fused import fused_backend
 
 # channels_last False: NCHW unless a test asks for NHWC ("auto" would pick the layout by CPU)
 TINY = dict(
@@ -48,12 +48,17 @@ class _Recorder(Trainer):
         return items, ok
 
 
+def model_backend(op: str, x: torch.Tensor) -> str:
+    """The backend an accelerated module uses for ``op`` on ``x``."""
+    return select(op, x.device, module_path=True)[0]
+
+
 def _run(data, tmp_path, name, backend="auto", **extra):
     t = _Recorder(dict(TINY, data=data, project=str(tmp_path), name=name, **extra))
     t.steps = []
     with use_backend(backend):
         summary = t.fit()
-        t.bn_silu_backend = fused_backend("bn_silu", torch.empty(2, 1, 1, 1))
+        t.bn_silu_backend = model_backend("bn_silu", torch.empty(2, 1, 1, 1))
     t.conv_types = {type(m) for m in t.net.modules() if isinstance(m, Conv)}
     summary["trainer"] = t
     return torch.stack(t.steps), summary

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from yolov9k.ops.boxes import box_iou_reference
+from yolov9k.ops.box_iou import box_iou_reference
 
 __all__ = [
     "IOU_THRESHOLDS",

@@ -315,12 +315,9 @@ void backward_vec(const at::Tensor& grad_y, const at::Tensor& x, const at::Tenso
 #undef __F16C__
 #endif
 
-namespace yolov9k {
+#include "bn_silu.h"
 
-// Defined in csrc/bn_silu.cpp.
-void check_bn_silu_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
-void check_bn_silu_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                                 const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& invstd);
+namespace yolov9k {
 
 namespace {
 

@@ -1,6 +1,6 @@
 // CPU kernel of yolov9k::box_iou: IoU matrix (N, M) of xyxy boxes (N, 4) and (M, 4).
 // Computed in float32 (or float64 for float64 input) exactly as the PyTorch reference
-// yolov9k.ops.boxes.box_iou: inter / (area1 + area2 - inter), 0 where the union is 0.
+// yolov9k.ops.box_iou.box_iou: inter / (area1 + area2 - inter), 0 where the union is 0.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

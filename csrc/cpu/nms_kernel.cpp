@@ -29,14 +29,9 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "nms.h"
 
 namespace yolov9k {
-
-// Defined in csrc/nms.cpp (shared with the CUDA registration).
-void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
-                            const c10::optional<at::Tensor>& class_mask);
-void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
-                            double iou_threshold);
 
 namespace {
 
@@ -90,7 +85,7 @@ inline Box make_box(float x1, float y1, float x2, float y2) {
   return {x1, y1, x2, y2, (x2 - x1) * (y2 - y1)};
 }
 
-// IoU(a, b) > threshold, with IoU defined like yolov9k.ops.boxes.box_iou_reference: 0 where the union
+// IoU(a, b) > threshold, with IoU defined like yolov9k.ops.box_iou.box_iou_reference: 0 where the union
 // is not positive (or NaN). NaN IoUs (inf / inf) compare false, as in the reference.
 inline bool suppresses(const Box& a, const Box& b, double threshold) {
   const float w = std::max(std::min(a.x2, b.x2) - std::max(a.x1, b.x1), 0.f);

@@ -2,11 +2,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "box_iou.h"
 #include "common/checks.h"
 
 namespace yolov9k {
-
-at::Tensor box_iou_cuda_impl(const at::Tensor& a, const at::Tensor& b);
 
 namespace {
 

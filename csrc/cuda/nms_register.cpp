@@ -5,18 +5,9 @@
 
 #include <tuple>
 
+#include "nms.h"
+
 namespace yolov9k {
-
-void check_postprocess_args(const at::Tensor& pred, double conf, double iou, int64_t max_det, int64_t max_nms,
-                            const c10::optional<at::Tensor>& class_mask);
-void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
-                            double iou_threshold);
-at::Tensor batched_nms_cuda_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& groups,
-                                 double iou_threshold, int64_t max_keep);
-
-std::tuple<at::Tensor, at::Tensor> postprocess_cuda_impl(const at::Tensor& pred, double conf_thres,
-                                                         double iou_thres, int64_t max_det, int64_t max_nms,
-                                                         bool multi_label, bool agnostic, const bool* class_mask);
 
 namespace {
 

@@ -100,11 +100,11 @@ def avg_pool_2x2(x: Tensor) -> Tensor:
 
     On CPU for NCHW-contiguous float32/float64 maps it runs as a depthwise conv with weights 1/4:
     each product is exact (a power-of-two scaling), so the result is the pool's to the rounding of
-    a 4-term sum. oneDNN's depthwise conv beats ATen's NCHW ``avg_pool2d`` forward + backward on the
-    2-core dev VMs (1-15x depending on the shape and the run, and the train step 1.03-1.05x faster;
-    benchmarks/RESULTS.md, issue 14). Other layouts, dtypes
-    and devices use ``avg_pool2d`` (ATen's channels-last pool is already fast), and so do traced,
-    exported and compiled graphs (the ONNX ``AveragePool`` of the official export).
+    a 4-term sum. Why: with ATen's NCHW ``avg_pool2d`` instead, the gelan-t CPU train step is
+    1.03-1.05x slower (interleaved step, 2-core dev VMs; op-level history: benchmarks/RESULTS.md,
+    "Training end to end"). Other layouts, dtypes and devices use ``avg_pool2d`` (ATen's
+    channels-last pool is already fast), and so do traced, exported and compiled graphs (the ONNX
+    ``AveragePool`` of the official export).
     """
     if (
         x.device.type == "cpu"

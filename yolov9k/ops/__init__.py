@@ -1,7 +1,11 @@
 """Dispatched operators of yolov9k (native kernels with PyTorch-reference fallbacks).
 
-``backends()`` tells which implementation each op uses on this machine; see ``_dispatch`` for the
-rules and ``YOLOV9K_BACKEND`` to force one.
+One module per op (``nms`` holds the pair ``batched_nms`` and ``postprocess``, which share their
+conventions) holds its reference, kernel-op fakes and autograd, registration and public function
+(docs/adding-an-op.md). Every such module must be imported here:
+the registry raises for an op whose module was not (``_dispatch``). ``backends()`` tells which
+implementation each op uses on this machine; ``_dispatch`` has the routing rules and
+``YOLOV9K_BACKEND`` forces one.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from yolov9k.ops import _guard, boxes
 from yolov9k.ops._dispatch import BACKENDS, BackendUnavailableError, backends, triton_importable, use_backend
 from yolov9k.ops._extension import extension_cuda_version, extension_loaded
 from yolov9k.ops.assign import assign
-from yolov9k.ops.boxes import box_iou
-from yolov9k.ops.fused import bn_silu, concat_conv1x1_silu
+from yolov9k.ops.bn_silu import bn_silu
+from yolov9k.ops.box_iou import box_iou
+from yolov9k.ops.concat_conv1x1_silu import concat_conv1x1_silu
 from yolov9k.ops.nms import batched_nms, postprocess, postprocess_fixed
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Loading of the native extension ``yolov9k._C`` and the fake (meta) kernels of its ops.
+"""Loading of the native extension ``yolov9k._C``.
 
 The package works without the extension (pure-PyTorch references, one warning); this module is
 the one place that knows whether it was built, with or without CUDA.
@@ -11,7 +11,13 @@ import warnings
 
 import torch
 
-__all__ = ["extension_loaded", "extension_cuda_version", "has_native_kernel", "load_error"]
+__all__ = [
+    "extension_already_loaded",
+    "extension_loaded",
+    "extension_cuda_version",
+    "has_native_kernel",
+    "load_error",
+]
 
 _LOAD_ERROR: str | None = None
 
@@ -31,13 +37,20 @@ def _load() -> bool:
             stacklevel=3,
         )
         return False
-    _register_fakes()
+    from yolov9k.ops import _dispatch  # imports us: resolved at call time
+
+    _dispatch.on_extension_loaded()  # fakes and autograd of every defined op; orphan ops raise
     return True
 
 
 def extension_loaded() -> bool:
     """True when ``yolov9k._C`` imported and registered its ops."""
     return _load()
+
+
+def extension_already_loaded() -> bool:
+    """True when the extension was already imported in this process (never triggers the import)."""
+    return _load.cache_info().currsize > 0 and _load()
 
 
 def load_error() -> str | None:
@@ -62,15 +75,3 @@ def has_native_kernel(op: str, dispatch_key: str) -> bool:
         return torch._C._dispatch_has_kernel_for_dispatch_key(name, dispatch_key)
     except RuntimeError:  # op not defined by this build
         return False
-
-
-_FAKES_REGISTERED = False
-
-
-def _register_fakes() -> None:
-    """Shape-only kernels so torch.compile / torch.export can trace through our ops."""
-    global _FAKES_REGISTERED
-    if _FAKES_REGISTERED:
-        return
-    _FAKES_REGISTERED = True
-    from yolov9k.ops import _fakes  # noqa: F401  (registers on import)

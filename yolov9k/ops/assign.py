@@ -45,6 +45,7 @@ from torch import Tensor
 
 from yolov9k.kernels.common import box_terms
 from yolov9k.ops import _dispatch
+from yolov9k.ops._dispatch import KernelOp
 
 __all__ = ["assign", "assign_reference", "AssignResult"]
 
@@ -263,9 +264,6 @@ def assign_reference(
     return target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx
 
 
-_dispatch.register("assign", "torch", assign_reference)
-
-
 def _native_assign(*args) -> AssignResult:
     """C++ kernel ``yolov9k::assign`` (csrc/cpu/assign_kernel.cpp): the same results without any
     (B, M, A) tensor. float64 boxes go to the reference (the kernel computes in float32)."""
@@ -282,6 +280,34 @@ def _triton_assign(*args, **kwargs) -> AssignResult:
     return assign_reference(*args, **kwargs) if out is None else out  # None: a case left to torch
 
 
+def _assign_fake(
+    pd_scores: Tensor,
+    pd_bboxes: Tensor,
+    anc_points: Tensor,
+    gt_labels: Tensor,
+    gt_bboxes: Tensor,
+    mask_gt: Tensor,
+    topk: int = 10,
+    alpha: float = 0.5,
+    beta: float = 6.0,
+    eps: float = 1e-9,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    torch._check(pd_scores.dim() == 3, lambda: "pd_scores must be (B, A, C)")
+    torch._check(pd_bboxes.dim() == 3 and pd_bboxes.shape[2] == 4, lambda: "pd_bboxes must be (B, A, 4)")
+    bsz, n_anchor, n_cls = pd_scores.shape
+    return (
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.int64),
+        pd_scores.new_empty((bsz, n_anchor, 4), dtype=torch.float32),
+        pd_scores.new_empty((bsz, n_anchor, n_cls), dtype=torch.float32),
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.bool),
+        pd_scores.new_empty((bsz, n_anchor), dtype=torch.int64),
+    )
+
+
+# No autograd: assignment targets are constants of the loss. Schema: csrc/assign.cpp.
+_dispatch.define(
+    "assign", reference=assign_reference, kernel_ops=[KernelOp("yolov9k::assign", fake=_assign_fake)]
+)
 _dispatch.register("assign", "cpp", _native_assign, native_op="assign")
 _dispatch.register("assign", "triton", _triton_assign)
 

@@ -8,7 +8,7 @@ Conventions shared by every backend (the native kernels in ``csrc/*/nms_kernel.*
 the bit):
 
 * Boxes are xyxy, in the caller's units (pixels for model outputs). IoU is computed like
-  ``yolov9k.ops.boxes.box_iou_reference`` in float32: ``inter / (area1 + area2 - inter)``, 0 where the union
+  ``yolov9k.ops.box_iou.box_iou_reference`` in float32: ``inter / (area1 + area2 - inter)``, 0 where the union
   is not positive (so boxes with NaN/inf coordinates or zero area never suppress anything). fp16,
   bf16 and float64 inputs are converted to float32 first.
 * A box is suppressed when its IoU with a kept, better-ranked box of the same class is
@@ -34,7 +34,9 @@ import torch
 from torch import Tensor
 
 from yolov9k.ops import _dispatch
-from yolov9k.ops.boxes import box_iou_reference, xywh2xyxy
+from yolov9k.ops._dispatch import KernelOp
+from yolov9k.ops.box_iou import box_iou_reference
+from yolov9k.ops.boxes import xywh2xyxy
 from yolov9k.options.limits import MAX_DET
 
 __all__ = [
@@ -257,7 +259,7 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres: fl
 
 
 # --------------------------------------------------------------------------------------------------
-# Native wrappers and dispatch
+# Native wrappers, fakes and registration
 # --------------------------------------------------------------------------------------------------
 
 
@@ -320,12 +322,47 @@ def _pad(dets: list[Tensor], max_det: int, device: torch.device) -> tuple[Tensor
     return out, torch.tensor([len(d) for d in dets], dtype=torch.int64, device=device)
 
 
+def _batched_nms_fake(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_keep: int = -1
+) -> Tensor:
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: "boxes must be (N, 4)")
+    torch._check(scores.dim() == 1 and idxs.dim() == 1, lambda: "scores and idxs must be (N,)")
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept,), dtype=torch.int64)
+
+
+def _postprocess_fake(
+    pred: Tensor,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
+    max_nms: int,
+    multi_label: bool,
+    agnostic: bool,
+    class_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    torch._check(pred.dim() == 3 and pred.shape[1] >= 5, lambda: "pred must be (B, 4 + nc, A)")
+    batch = pred.shape[0]
+    return (
+        pred.new_empty((batch, max_det, 6), dtype=torch.float32),
+        pred.new_empty((batch,), dtype=torch.int64),
+    )
+
+
+# Inference-only ops: no autograd. Schemas and argument checks: csrc/nms.cpp, csrc/nms.h.
+_dispatch.define(
+    "postprocess",
+    reference=_reference_postprocess,
+    kernel_ops=[KernelOp("yolov9k::postprocess", fake=_postprocess_fake)],
+)
+_dispatch.define(
+    "batched_nms",
+    reference=_reference_batched_nms,
+    kernel_ops=[KernelOp("yolov9k::batched_nms", fake=_batched_nms_fake)],
+)
 for _backend in ("cpp", "cuda"):
     _dispatch.register("postprocess", _backend, _native_postprocess, native_op="postprocess")
-_dispatch.register("postprocess", "torch", _reference_postprocess)
-for _backend in ("cpp", "cuda"):
     _dispatch.register("batched_nms", _backend, _native_batched_nms, native_op="batched_nms")
-_dispatch.register("batched_nms", "torch", _reference_batched_nms)
 
 
 # --------------------------------------------------------------------------------------------------
