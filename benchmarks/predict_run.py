@@ -20,11 +20,13 @@ Peers run in their own environments and are optional (a missing one is left out)
         --rounds 3 --ul-python /tmp/venv-ul/bin/python \\
         --official /tmp/official-yolov9 --official-python /tmp/venv-official/bin/python --out runs.jsonl
 
-Each timed command appends one JSON line to ``--out`` (tool, series, model, round, wall seconds, peak
-RSS of the process, exit code, the speed line it printed); ``--summary`` prints the table of medians
-and ratios of such files. The official tree is copied to ``<work>/official`` and patched there
-(``torch.load(..., weights_only=False)`` in ``models/experimental.py``: torch >= 2.6 refuses its
-pickled checkpoints otherwise).
+``--before DIR`` adds yolov9k as it was (a folder holding an older ``yolov9k`` package, found first
+on ``PYTHONPATH``; e.g. ``git archive <commit> yolov9k kernels`` with ``kernels`` moved into it and the
+built ``_C`` copied in). Each timed command appends one JSON line to ``--out`` (tool, series, model,
+round, wall seconds, peak RSS of the process, exit code, the speed line it printed); ``--summary``
+prints the table of medians and ratios of such files. The official tree is copied to
+``<work>/official`` and patched there (``torch.load(..., weights_only=False)`` in
+``models/experimental.py``: torch >= 2.6 refuses its pickled checkpoints otherwise).
 """
 
 from __future__ import annotations
@@ -176,11 +178,12 @@ def make_weights(args: argparse.Namespace, image: Path) -> dict[str, Path]:
 def command(tool: str, args: argparse.Namespace, weights: Path, source: Path, save: bool, out: Path):
     """(argv, cwd, env) of one tool's predict command."""
     imgsz, conf, iou = COMMON["imgsz"], COMMON["conf"], COMMON["iou"]
-    if tool == "yolov9k":
+    if tool in ("yolov9k", "yolov9k-before"):
         argv = [sys.executable, "-m", "yolov9k", "predict", "--model", str(weights), "--source", str(source)]
         argv += ["--imgsz", str(imgsz), "--conf", str(conf), "--iou", str(iou), "--device", "cpu"]
         argv += ["--save", str(save).lower(), "--project", str(out), "--name", "r"]
-        return argv, None, None
+        before = {**os.environ, "PYTHONPATH": str(args.before)} if tool == "yolov9k-before" else None
+        return argv, None, before
     if tool == "ultralytics":
         argv = [args.ul_python, "-c", UL_ENTRY, "predict", f"model={weights}", f"source={source}"]
         argv += [f"imgsz={imgsz}", f"conf={conf}", f"iou={iou}", "device=cpu", f"save={save}"]
@@ -222,11 +225,14 @@ def run_series(args: argparse.Namespace) -> None:
     photos = make_photos(data / "photos", args.photos)
     video = make_video(data / "video.mp4", args.frames)
     weights = make_weights(args, sorted(photos.glob("*.jpg"))[0])
-    tools = [t for t in ("yolov9k", "ultralytics", "official") if t in weights and t in args.tools]
+    if args.before:
+        weights["yolov9k-before"] = weights["yolov9k"]
+    names = ("yolov9k", "yolov9k-before", "ultralytics", "official")
+    tools = [t for t in names if t in weights and t in args.tools]
     kind, mode = args.series.split("-")
     source, save = (photos if kind == "photos" else video), mode == "save"
     info = {"machine": machine(), "commit": commit(), "series": args.series, "model": args.model}
-    for r in range(args.rounds):
+    for r in range(args.first_round, args.first_round + args.rounds):
         for tool in tools[r % len(tools) :] + tools[: r % len(tools)]:
             out = args.work / "runs" / tool
             shutil.rmtree(out, ignore_errors=True)
@@ -267,13 +273,14 @@ def summary(paths: list[Path]) -> str:
             groups.setdefault((r["series"], r["model"]), {}).setdefault(r["tool"], {})[r["round"]] = r[
                 "wall_s"
             ]
-    lines = ["| series | model | yolov9k s | ultralytics s | official s | ultralytics / yolov9k "]
-    lines[0] += "| official / yolov9k | rounds |"
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines = ["| series | model | yolov9k s | before s | ultralytics s | official s | before / yolov9k "]
+    lines[0] += "| ultralytics / yolov9k | official / yolov9k | rounds |"
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for (series, model), by in sorted(groups.items()):
         med = {t: statistics.median(v.values()) for t, v in by.items()}
-        cells = [f"{med[t]:.1f}" if t in med else "-" for t in ("yolov9k", "ultralytics", "official")]
-        for peer in ("ultralytics", "official"):
+        tools = ("yolov9k", "yolov9k-before", "ultralytics", "official")
+        cells = [f"{med[t]:.1f}" if t in med else "-" for t in tools]
+        for peer in tools[1:]:
             if peer not in med or "yolov9k" not in med:
                 cells.append("-")
                 continue
@@ -290,13 +297,22 @@ def main() -> None:
     p.add_argument("--series", choices=SERIES, default="photos-nosave")
     p.add_argument("--model", choices=tuple(UL_CFG), default="gelan-s")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--tools", default="yolov9k,ultralytics,official", help="comma-separated subset")
+    p.add_argument("--first-round", type=int, default=0, help="index of the first round (splits a series)")
+    p.add_argument(
+        "--tools", default="yolov9k,yolov9k-before,ultralytics,official", help="comma-separated subset"
+    )
     p.add_argument("--photos", type=int, default=100)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--cls-bias", type=float, default=-5.0)
     p.add_argument("--ul-python", default=None, help="python of an environment with ultralytics")
     p.add_argument("--official", type=Path, default=None, help="a WongKinYiu/yolov9 work tree")
     p.add_argument("--official-python", default=None, help="python that runs the official code")
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a folder holding an older yolov9k package: tool yolov9k-before",
+    )
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", type=Path, default=Path("predict_runs.jsonl"))
     p.add_argument("--summary", type=Path, nargs="*", help="print the table of these JSONL files and exit")
