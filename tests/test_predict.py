@@ -519,3 +519,29 @@ def test_cli_stream_prints_json_lines(model, demo, tmp_path, capsys):
     assert [r["path"] for r in rows] == [str(p) for p in sorted(src.iterdir())]
     assert all(set(r) == {"path", "frame", "height", "width", "detections"} for r in rows)
     assert "4 image(s) done" in err
+
+
+@pytest.mark.parametrize(
+    ("inputs", "want"),
+    [
+        ([("zero.avi", "video"), ("zero.jpg", "image")], ["zero", "zero"]),  # .mp4 and .jpg: no collision
+        ([("clip.mp4", "video"), ("clip_3.jpg", "image")], ["clip", "clip_3_2"]),  # clip_3.txt is a frame's
+        (
+            [("clip.mp4", "video"), ("clip_3.mp4", "video"), ("clip_3.jpg", "image")]
+            + [("CLIP_3.png", "image")],
+            ["clip", "clip_3", "clip_3-2", "CLIP_3-3"],  # every clip_3_<n> is a frame label of clip_3.mp4
+        ),
+        ([("a_1.jpg", "image"), ("a.mp4", "video"), ("a_1.png", "image")], ["a_1", "a_2", "a_1_2"]),
+    ],
+)
+def test_output_names_never_collide_and_always_end(inputs, want):
+    """Item 8: stems by the naming rule of yolov9k.api.outputs, found in a few steps (an image named
+    like a video once looped forever: every ``<stem>_<n>`` was one of the video's frame labels)."""
+    from yolov9k.api.outputs import OutputNames
+    from yolov9k.api.sources import Frame
+
+    names = OutputNames()
+    got = [names.stem(Frame(p, None, item=i, items=len(inputs), kind=k)) for i, (p, k) in enumerate(inputs)]
+    assert got == want
+    images = [s.casefold() for s, (_, k) in zip(got, inputs) if k == "image"]
+    assert len(set(images)) == len(images)

@@ -3,11 +3,13 @@
 Naming rule (every input gets its own outputs):
 
 * Each input gets a **stem**: its file name without the extension (``a`` for ``a.jpg``; ``array3``
-  for the in-memory image at index 3). When an earlier input of the run already took that stem
+  for the in-memory image at index 3). When an earlier input of the same kind (images and arrays, or
+  videos: an image ``clip.png`` and a video's ``clip.mp4`` do not collide) already took that stem
   (compared case-insensitively, as macOS and Windows file systems compare names: ``a.jpg`` and
   ``a.png``, ``a.mpo`` and ``a.png``, ``a.jpg`` in two folders), or when the stem is a frame-label name
   of an earlier video (``clip_3`` after ``clip.mp4``) or the reverse, the input gets the first free
-  ``<stem>_2``, ``<stem>_3``, ... and the log says so.
+  ``<stem>_2``, ``<stem>_3``, ... (``<stem>-2``, ... for an image whose own stem is a video's: those
+  would all be frame labels) and the log says so.
 * Annotated image: ``<stem><ext>`` with the input's extension when OpenCV writes that format (.jpg,
   .jpeg, .png, .bmp, .webp, .tif, .tiff), else ``<stem>.png``. Annotated video: ``<stem>.mp4``.
 * Labels (``save_txt``): ``labels/<stem>.txt`` per image, ``labels/<stem>_<frame>.txt`` per frame.
@@ -53,13 +55,11 @@ class OutputNames:
 
     def _taken(self, stem: str, video: bool) -> bool:
         key = stem.casefold()
-        if key in self._images or key in self._videos:
-            return True
-        if video:  # its frame labels <stem>_<n> must not be an earlier image's stem
+        if video:  # <stem>.mp4, and its frame labels <stem>_<n> must not be an earlier image's stem
             frame_label = re.compile(re.escape(key) + r"_\d+")
-            return any(frame_label.fullmatch(s) for s in self._images)
+            return key in self._videos or any(frame_label.fullmatch(s) for s in self._images)
         base, sep, digits = key.rpartition("_")  # an image <v>_<n> vs an earlier video <v>
-        return bool(sep) and digits.isdigit() and base in self._videos
+        return key in self._images or (bool(sep) and digits.isdigit() and base in self._videos)
 
     def stem(self, frame: Frame) -> str:
         """The stem of ``frame``'s input (the same for every frame of one video)."""
@@ -67,9 +67,10 @@ class OutputNames:
         if key not in self._by_input:
             video = frame.kind == "video"
             base = Path(frame.path).stem if frame.kind != "array" else frame.path
+            sep = "-" if not video and base.casefold() in self._videos else "_"  # else: no free name
             stem, n = base, 2
             while self._taken(stem, video):
-                stem, n = f"{base}_{n}", n + 1
+                stem, n = f"{base}{sep}{n}", n + 1
             if stem != base:
                 LOGGER.info(
                     "%s: outputs named %s (%s is taken in this run)", printable(frame.path), stem, base

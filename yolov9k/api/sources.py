@@ -216,11 +216,15 @@ def iter_frames(items: Sequence[SourceItem], vid_stride: int = 1) -> Iterator[Fr
 def load(frame: Frame) -> Frame:
     """``frame`` with its image decoded (image files; others are returned as they are).
 
-    Decoding is :func:`yolov9k.data.images.read_image`'s (EXIF orientation, bounded size, regular
-    files only); an unreadable file gives the frame an ``error`` instead of raising.
+    Only regular files are read (a FIFO would block the read forever, a device never end it);
+    decoding is :func:`yolov9k.data.images.read_image`'s. An unreadable file gives the frame an
+    ``error`` instead of raising.
     """
     if frame.image is not None or frame.error is not None or frame.kind != "image":
         return frame
+    why = _not_regular(frame.path)
+    if why is not None:
+        return replace(frame, error=f"{frame.path}: {why}")
     try:
         return replace(frame, image=read_image(frame.path))
     except ImageReadError as e:
