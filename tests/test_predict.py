@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -545,3 +546,33 @@ def test_output_names_never_collide_and_always_end(inputs, want):
     assert got == want
     images = [s.casefold() for s, (_, k) in zip(got, inputs) if k == "image"]
     assert len(set(images)) == len(images)
+
+
+def _before(model, img: np.ndarray, stride: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """predict as it was before issue 21, step by step: one image, NCHW float model, ops.postprocess,
+    boxes mapped back one image at a time (square letterbox; ``stride``: the same with stride padding)."""
+    chw, ratio_pad = prepare_image(img, IMGSZ, stride)
+    with torch.inference_mode():
+        det = postprocess(model(torch.from_numpy(chw)[None].float() / 255), 0.3, 0.45, max_det=300)[0]
+    boxes = to_original(det[:, :4], chw.shape[1:], img.shape[:2], ratio_pad)
+    return boxes.numpy(), det[:, 4].numpy(), det[:, 5].numpy().astype(np.int64)
+
+
+def test_detections_equal_those_of_the_pipeline_before(demo, model):
+    """Issue 21: the new pipeline (two workers, channels_last, batched fixed-size NMS and box mapping)
+    gives the old step-by-step pipeline's detections on a real network, on non-square images: with
+    the square letterbox as before, and with stride padding against the old steps at that shape."""
+    base = read_image(sorted((demo / "images" / "val").iterdir())[0])
+    images = [cv2.resize(base, wh) for wh in ((96, 60), (40, 96), (150, 100), (96, 96))]
+    for square in (True, False):
+        plan = replace(plan_for(torch.device("cpu")), square=square, workers=2, threads=1)
+        got = _run(model, images, plan)
+        assert len(got) == len(images)
+        n = 0
+        for img, r in zip(images, got):
+            boxes, scores, classes = _before(model, img, None if square else 32)
+            n += len(boxes)
+            np.testing.assert_array_equal(r["classes"], classes)
+            np.testing.assert_allclose(r["boxes"], boxes, atol=1e-3)
+            np.testing.assert_allclose(r["scores"], scores, atol=1e-5)
+        assert n > 0

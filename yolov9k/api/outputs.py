@@ -25,7 +25,6 @@ cannot take.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from yolov9k.api.runtime import LOGGER
 from yolov9k.api.sources import Frame
+from yolov9k.errors import OutputError
 from yolov9k.io.files import atomic_output
 from yolov9k.io.opencv import cv2_path, printable
 
@@ -128,7 +128,7 @@ class _Video:
                 opencv_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0])
             )
             if not self._writer.isOpened():
-                raise OSError(errno.EIO, f"could not open a video writer for {printable(path)}")
+                raise OutputError(f"could not open a video writer for {printable(path)}")
         except BaseException:
             self._stack.close()
             raise
@@ -148,9 +148,8 @@ class _Video:
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
             cap.release()
         if n != self.frames:
-            error = OSError(
-                errno.EIO, f"could not write {printable(self.path)}: {n} of {self.frames} frames readable"
-            )
+            frames = f"{n} of {self.frames} frames readable"
+            error = OutputError(f"could not write {printable(self.path)}: {frames}")
             self._stack.__exit__(OSError, error, None)  # removes the temp file
             raise error
         self._stack.close()
@@ -185,7 +184,7 @@ class PredictOutputs:
         path = self.save_dir / image_name(stem, frame.path)
         ok, buf = cv2.imencode(path.suffix, annotated)
         if not ok:
-            raise OSError(errno.EIO, f"could not encode {printable(path)}")
+            raise OutputError(f"could not encode {printable(path)}")
         with atomic_output(path) as tmp:
             tmp.write_bytes(buf.tobytes())
 

@@ -511,7 +511,7 @@ def predict(
         conf: score threshold. iou: NMS IoU threshold. classes: keep only these class ids.
         max_det: detections per image. agnostic: NMS across classes.
         device: "cpu", "cuda", "0", ... (default: CUDA when available).
-        half: fp16 inference, CUDA only (None: fp16 on CUDA, fp32 on CPU; see docs/predict.md).
+        half: fp16 inference, CUDA only (None: fp16 on CUDA, fp32 on CPU).
         save, save_txt, save_json: annotated images / videos, ``labels/*.txt`` (cls cx cy w h conf,
             normalized), ``predictions.json`` (xyxy pixels of the original), in ``project/name``
             (default ``runs/predict/exp``, numbered when taken); names by ``yolov9k.api.outputs``.
