@@ -13,7 +13,8 @@ A run is a pipeline of three stages:
    rows, the progress line, each result yielded; at the end the speed line.
 
 Workers (:class:`Plan`): on CPU two, each running whole images on half the threads, the model in
-channels_last (both faster on the 2-core AVX2 VM than one two-threaded NCHW forward pass:
+channels_last (on a 2-core AMD EPYC whose ATen kernels are AVX-512: 2.9 images/s NCHW on two
+threads, 4.4 channels_last, 6.6 with two one-thread workers; not measured on an AVX2-only CPU:
 ``benchmarks/RESULTS.md``, issue 21); OpenCV and torch release the GIL, so one worker decodes and
 annotates while the other runs its forward pass. On CUDA two workers, each on its own stream with
 pinned input buffers, 8 images per batch and fp16 by default. At most ``workers + 1`` chunks are in

@@ -126,9 +126,9 @@ def inference_copies(
 def cpu_workers(threads: int) -> tuple[int, int]:
     """(workers, torch threads per worker) for CPU prediction with ``threads`` threads in all.
 
-    Two workers, each running whole images on half the threads: on the 2-core AVX2 VM two
-    single-threaded forward passes side by side beat one two-threaded pass over the same images
-    (``benchmarks/RESULTS.md``, issue 21); one worker on one thread.
+    Two workers, each running whole images on half the threads: on a 2-core AMD EPYC (AVX-512) two
+    single-threaded forward passes side by side beat one two-threaded pass over the same images,
+    6.6 vs 4.4 images/s (``benchmarks/RESULTS.md``, issue 21); one worker on one thread.
     """
     workers = 2 if threads >= 2 else 1
     return workers, max(1, threads // workers)
