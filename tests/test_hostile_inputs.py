@@ -191,10 +191,10 @@ def test_full_disk_during_a_save_names_the_file(fixtures_dir, tmp_path, capsys, 
 
 
 def test_full_disk_while_predict_writes_json_names_the_file(tiny_data, tmp_path, capsys, monkeypatch):
-    def full(self, *args, **kwargs):
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "fsync", full)  # predictions.json is streamed; the disk fills by its fsync
     images = str(tiny_data.parent / "images" / "val")
     argv = ["predict", "--model", "gelan-t", "--source", images, "--imgsz", "64", "--device", "cpu"]
     assert main([*argv, "--project", str(tmp_path), "--save", "false", "--save-json"]) == 1

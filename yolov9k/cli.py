@@ -41,7 +41,7 @@ from yolov9k.api.bench_train import SCHEDULE, bench_train
 from yolov9k.api.convert import convert
 from yolov9k.api.export import export
 from yolov9k.api.info import info
-from yolov9k.api.predict import predict
+from yolov9k.api.predict import predict, run_cli
 from yolov9k.api.val import val
 from yolov9k.data.demo import default_demo_root, generate_demo_dataset
 from yolov9k.engine import train
@@ -141,16 +141,6 @@ def _run_bench_train(args: dict[str, Any]) -> Any:
     return record
 
 
-def _run_predict(args: dict[str, Any]) -> Any:
-    results = predict(**args)
-    if results.skipped:
-        print(f"skipped {len(results.skipped)} unreadable input(s):", file=sys.stderr)
-        for _, why in results.skipped:
-            print(f"  {why}", file=sys.stderr)
-    print(f"{len(results)} image(s) done" + (f", results in {results.save_dir}" if results.save_dir else ""))
-    return results
-
-
 def _run_export(args: dict[str, Any]) -> Any:
     imgsz = args.pop("imgsz", None)
     if isinstance(imgsz, list):  # one size (square) or H W
@@ -225,7 +215,7 @@ VERB_TABLE: dict[str, Verb] = {
         description=_TRAIN_DESCRIPTION,
     ),
     "val": Verb("COCO mAP of a model on a dataset split", val, VAL, _call(val)),
-    "predict": Verb("detect objects in images, folders, globs and videos", predict, PREDICT, _run_predict),
+    "predict": Verb("detect objects in images, folders, globs and videos", predict, PREDICT, _call(run_cli)),
     "export": Verb("export to ONNX (optionally with NMS) or TorchScript", export, EXPORT, _run_export),
     "convert": Verb(
         "official checkpoint -> safe yolov9k checkpoint (weights_only)", convert, CONVERT, _run_convert

@@ -1,4 +1,8 @@
-"""Drawing detections on BGR images with OpenCV: a box and a filled label per detection."""
+"""Drawing detections on BGR images with OpenCV: a box and a filled label per detection.
+
+Label text goes through :func:`yolov9k.io.opencv.cv2_text` (OpenCV's fonts draw ASCII only, and a
+class name with a lone surrogate would crash ``cv2.putText``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from yolov9k.io.opencv import cv2_text
 
 __all__ = ["class_color", "class_name", "draw_detections"]
 
@@ -61,18 +67,20 @@ def draw_detections(
     classes: np.ndarray,
     names: Mapping[int, str] | Sequence[str] | None = None,
     line_width: int | None = None,
+    inplace: bool = False,
 ) -> np.ndarray:
-    """Draw boxes and "name score" labels on a copy of ``img``.
+    """Draw boxes and "name score" labels on a copy of ``img`` (on ``img`` itself with ``inplace``).
 
     Args:
         img: (H, W, 3) uint8 BGR image (not modified).
         boxes: (n, 4) xyxy pixels in ``img``. scores: (n,). classes: (n,) integer class ids.
         names: class id -> label text (default: the id).
         line_width: box line width in pixels (default: scaled with the image size).
+        inplace: draw on ``img`` (C-contiguous) instead of a copy.
     Returns:
         The annotated (H, W, 3) uint8 image.
     """
-    out = np.ascontiguousarray(img.copy())
+    out = img if inplace and img.flags.c_contiguous else np.ascontiguousarray(img.copy())
     h, w = out.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 1)
     font_scale = max(lw / 3, 0.35)
@@ -84,7 +92,7 @@ def draw_detections(
         color = class_color(cls)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness=lw, lineType=cv2.LINE_AA)
-        label = f"{class_name(names, cls)} {float(score):.2f}"
+        label = cv2_text(f"{class_name(names, cls)} {float(score):.2f}")
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         above = y1 - th - base - 2 >= 0  # label above the box when it fits, else inside it
         top = y1 - th - base - 2 if above else y1

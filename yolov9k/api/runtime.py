@@ -18,7 +18,14 @@ from yolov9k.checkpoint import load_model
 from yolov9k.errors import InputNotFoundError
 from yolov9k.models import MODELS, build_model, reparameterize
 
-__all__ = ["check_model_arg", "resolve_model", "to_inference_model", "LOGGER"]
+__all__ = [
+    "check_model_arg",
+    "resolve_model",
+    "to_inference_model",
+    "inference_copies",
+    "cpu_workers",
+    "LOGGER",
+]
 
 LOGGER = logging.getLogger("yolov9k")
 
@@ -82,8 +89,46 @@ def to_inference_model(model: nn.Module, fuse: bool = True) -> nn.Module:
     net = copy.deepcopy(model).eval()
     if getattr(net, "is_dual", False):
         net = reparameterize(net).eval()
-    if fuse:
+    if fuse and hasattr(net, "fuse"):  # stand-in detectors (tests) may have nothing to fuse
         net.fuse()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+def inference_copies(
+    model: nn.Module,
+    copies: int,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    owned: bool = False,
+) -> list[nn.Module]:
+    """``copies`` independent inference models (one per prediction worker: a forward pass caches
+    anchors in its head, so two threads never share one).
+
+    Args:
+        model: an eval-mode model on its device. owned: it was made for this run (from a file or a
+            zoo name, already fused) and may become the first copy; otherwise it is the caller's and
+            every copy is :func:`to_inference_model`'s (PGI branch removed, fused), the caller's
+            model untouched.
+        dtype: weight dtype (float16 for fp16 inference).
+        channels_last: NHWC memory format (faster on CPU: ``benchmarks/RESULTS.md``, issue 21).
+    """
+    base = model if owned else to_inference_model(model)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    base = base.to(dtype=dtype)
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
+    return [base] + [copy.deepcopy(base) for _ in range(copies - 1)]
+
+
+def cpu_workers(threads: int) -> tuple[int, int]:
+    """(workers, torch threads per worker) for CPU prediction with ``threads`` threads in all.
+
+    Two workers, each running whole images on half the threads: on a 2-core AMD EPYC (AVX-512) two
+    single-threaded forward passes side by side beat one two-threaded pass over the same images,
+    6.6 vs 4.4 images/s (``benchmarks/RESULTS.md``, issue 21); one worker on one thread.
+    """
+    workers = 2 if threads >= 2 else 1
+    return workers, max(1, threads // workers)

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from yolov9k.io.files import atomic_output
+from yolov9k.io.opencv import cv2_text
 from yolov9k.metrics import agg_pyplot
 
 __all__ = ["plot_results", "plot_batch", "read_results_csv"]
@@ -137,7 +139,7 @@ def plot_batch(
                 label = f"{label} {float(conf[j]):.2f}"
             cv2.putText(
                 tile,
-                str(label),
+                cv2_text(label),
                 (box[0], max(box[1] - 2, 8)),
                 cv2.FONT_HERSHEY_SIMPLEX,
                 0.3,
@@ -148,6 +150,8 @@ def plot_batch(
         canvas[y0 : y0 + th, x0 : x0 + tw] = tile
         cv2.rectangle(canvas, (x0, y0), (x0 + tw - 1, y0 + th - 1), (255, 255, 255), 2)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), canvas)
+    ok, buf = cv2.imencode(path.suffix or ".jpg", canvas)  # bytes: no path string reaches OpenCV
+    if ok:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(buf.tobytes())
     return path

@@ -78,13 +78,17 @@ PREDICT: tuple[Option, ...] = (
     MAX_DET,
     Option("agnostic", "bool", False, "class-agnostic NMS"),
     DEVICE,
-    HALF,
+    HALF.but(default=None, help="fp16 inference, CUDA only (none: fp16 on CUDA, fp32 on CPU)", nullable=True),
     Option("save", "bool", True, "write annotated images / videos"),
     Option("save_txt", "bool", False, "write labels/<stem>.txt: cls cx cy w h conf (normalized)"),
     Option("save_json", "bool", False, "write predictions.json (boxes in original-image pixels)"),
     PROJECT.but(help="results go to <project>/<name> (none: runs/predict)"),
     NAME,
-    BATCH.but(default=8, help="images per forward pass"),
+    BATCH.but(default=None, help="images per forward pass (none: 1 on CPU, 8 on CUDA)", nullable=True),
+    Option("vid_stride", "int", 1, "read every n-th video frame (the annotated video keeps its duration)",
+           "[1, 100000]"),
+    Option("stream", "bool", False, "results one at a time as they are done, none kept (the command line "
+           "prints each as one JSON line on stdout; the summary goes to stderr)"),
 )  # fmt: skip
 
 _ONNX = ("format", "onnx")
