@@ -18,45 +18,58 @@ import torch
 from torch import nn
 
 from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model
-from yolov9k.data import YoloDataset, build_dataloader, ensure_demo_dataset, load_dataset_config
+from yolov9k.data import (
+    DatasetConfig,
+    YoloDataset,
+    build_dataloader,
+    ensure_demo_dataset,
+    load_dataset_config,
+    read_coco_json,
+)
+from yolov9k.data.coco import coco_image_id
 from yolov9k.data.splits import load_split, round_imgsz
 from yolov9k.engine.validate import validate
 from yolov9k.errors import ConfigError, InputError
+from yolov9k.io.files import atomic_output
 from yolov9k.metrics import to_coco_json
 from yolov9k.options import check_options
 from yolov9k.options.verbs import VAL
-from yolov9k.runtime import run_dir, select_device
+from yolov9k.runtime import one_line_worker_error, run_dir, select_device
 
 __all__ = ["val", "format_table"]
 
 
-def _coco_ids(json_file: Path | None) -> tuple[dict[str, int], list[int] | None]:
-    """(image file name -> COCO image id, COCO category id per class index) from a COCO json."""
+_CocoIds = tuple[dict[str, int | str], list[int] | None]
+
+
+def _coco_ids(cfg: DatasetConfig, split: str) -> _CocoIds:
+    """(image file -> COCO image id, COCO category id per class index) from the split's COCO json, read
+    and checked before the run (none: file stems and class indices)."""
+    json_file = cfg.coco_json.get(split)
     if json_file is None:
         return {}, None
-    data = json.loads(Path(json_file).read_text(encoding="utf-8"))
-    ids = {Path(im["file_name"]).name: int(im["id"]) for im in data.get("images", [])}
-    cats = sorted(int(c["id"]) for c in data.get("categories", []))
-    return ids, cats or None
+    coco = read_coco_json(json_file, cfg.given_names())
+    cats = coco.category_ids
+    if cats and len(cats) != cfg.nc:
+        LOGGER.warning(
+            "COCO json has %d categories for %d classes: category ids = class ids", len(cats), cfg.nc
+        )
+        cats = []
+    return coco.image_ids(cfg.coco_images.get(split)), cats or None
 
 
-def _image_id(file: str, coco_ids: Mapping[str, int]) -> int | str:
-    name = Path(file).name
-    if name in coco_ids:
-        return coco_ids[name]
-    stem = Path(file).stem
-    return int(stem) if stem.isnumeric() else stem
-
-
-def _predictions_json(
-    files: Sequence[str], dets: Sequence[torch.Tensor], coco_json: Path | None, nc: int
-) -> list[dict[str, Any]]:
-    """COCO result rows of the detections (original-image pixels) of each image file."""
-    coco_ids, cats = _coco_ids(coco_json)
-    if cats is not None and len(cats) != nc:
-        LOGGER.warning("COCO json has %d categories for %d classes: category ids = class ids", len(cats), nc)
-        cats = None
-    return to_coco_json(list(dets), [_image_id(file, coco_ids) for file in files], cats)
+def _write_predictions(
+    out: Path,
+    files: Sequence[str],
+    dets: Sequence[torch.Tensor],
+    ids: _CocoIds,
+) -> None:
+    """COCO result rows of the detections (original-image pixels) of each image file, written atomically
+    (a full disk: one line naming ``out``)."""
+    by_file, cats = ids
+    rows = to_coco_json(list(dets), [coco_image_id(file, by_file) for file in files], cats)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(rows), encoding="utf-8")
 
 
 def format_table(metrics: Mapping[str, Any], names: Mapping[int, str]) -> str:
@@ -117,8 +130,9 @@ def val(
         ``save_dir`` and, with ``save_json``, ``json`` (the file written).
     Raises:
         OptionError: an argument out of its range (``docs/options.md``), before any work.
-        FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, or a
-        dataset whose class count differs from the model's.
+        FileNotFoundError: model or data not found. ValueError: bad arguments, empty split, a
+        dataset whose class count differs from the model's, or (``save_json``) an unusable COCO json.
+        OSError(ENOSPC): the disk filled up writing ``predictions.json`` (no partial file is left).
     """
     check_options(VAL, dict(
         data=data, imgsz=imgsz, batch=batch, conf=conf, iou=iou, half=half, save_json=save_json,
@@ -144,6 +158,7 @@ def val(
             f"dataset {data!r}: the {split} split has no boxes at all ({stats.summary()}); mAP needs "
             "labels: labels/ beside images/ (images/x.jpg -> labels/x.txt) or the split's COCO json"
         )
+    coco_ids = _coco_ids(cfg, split) if save_json else ({}, None)  # a bad json fails now, not after the run
     dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
     loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
     save_dir = run_dir(project, "val", name)
@@ -154,24 +169,28 @@ def val(
         files.extend(batch_files)
         dets.extend(batch_dets)
 
-    metrics = validate(
-        net,
-        loader,
-        names,
-        conf=conf,
-        iou=iou,
-        max_det=max_det,
-        device=dev,
-        half=half,
-        plots_dir=save_dir if plots else None,
-        on_batch=keep if save_json else None,
-    )
+    try:
+        metrics = validate(
+            net,
+            loader,
+            names,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            device=dev,
+            half=half,
+            plots_dir=save_dir if plots else None,
+            on_batch=keep if save_json else None,
+        )
+    except RuntimeError as e:
+        one_line = one_line_worker_error(e)
+        if one_line is e:
+            raise
+        raise one_line from e
     metrics["save_dir"] = save_dir
     if save_json:
-        coco_json = cfg.coco_json.get(split)
-        rows = _predictions_json(files, dets, coco_json, cfg.nc)
         out = save_dir / "predictions.json"
-        out.write_text(json.dumps(rows))
+        _write_predictions(out, files, dets, coco_ids)
         metrics["json"] = out
     if verbose:
         sp = metrics["speed"]
