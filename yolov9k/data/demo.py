@@ -32,7 +32,13 @@ import numpy as np
 import yaml
 
 from yolov9k.errors import NotAFolderError, PathExistsError
-from yolov9k.io.files import TEMP_SUFFIX, make_output_dir, remove_stale_temp_files, temp_prefix
+from yolov9k.io.files import (
+    TEMP_SUFFIX,
+    atomic_write_text,
+    make_output_dir,
+    remove_stale_temp_files,
+    temp_prefix,
+)
 from yolov9k.options import check_options
 from yolov9k.options.verbs import DEMO_DATA
 
@@ -261,7 +267,9 @@ def generate_demo_dataset(
         }
         (tmp / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         root.mkdir(parents=True, exist_ok=True)
-        (root / _PARTIAL).write_text(json.dumps(params))  # a kill from here on leaves a known partial set
+        atomic_write_text(
+            root / _PARTIAL, json.dumps(params)
+        )  # a kill from here on leaves a known partial set
         for p in _OWNED:  # only what a demo set owns; other files in root are left alone
             if p == _PARTIAL:
                 continue
@@ -274,7 +282,7 @@ def generate_demo_dataset(
             os.replace(tmp / p, root / p)
         for stale in root.glob("*.cache.json"):  # label caches of an earlier set
             stale.unlink()
-        (root / _MARKER).write_text(json.dumps(params))  # marks the set complete
+        atomic_write_text(root / _MARKER, json.dumps(params))  # marks the set complete
         (root / _PARTIAL).unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -63,7 +63,7 @@ from yolov9k.engine.optim import (
 from yolov9k.engine.plots import plot_batch, plot_results
 from yolov9k.engine.validate import validate
 from yolov9k.errors import ConfigError, InputError, InputNotFoundError, TrainingDivergedError
-from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
+from yolov9k.io.files import atomic_write_text, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, accelerate, build_model
 from yolov9k.options import DEFAULTS, PATH_OPTIONS, hyp_from_config, resolve_config
@@ -383,7 +383,7 @@ class Trainer:
             self._remove_stale_temp_files()
             args = {k: _plain(v) for k, v in a.items()}
             args["save_dir"] = str(self.save_dir)
-            _atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+            atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
 
     def _move_old_results_aside(self) -> None:
         """A reused run folder (``exist_ok``) starts a fresh results.csv; the old one becomes
@@ -734,7 +734,7 @@ class Trainer:
         keys = list(row)
         lines = [",".join(keys)] + [",".join(r.get(k) or "" for k in keys) for r in rows]
         lines.append(",".join(_fmt(row[k]) for k in keys))
-        _atomic_write_text(self.csv, "\n".join(lines) + "\n")
+        atomic_write_text(self.csv, "\n".join(lines) + "\n")
 
     def _truncate_csv(self, start_epoch: int) -> None:
         """Drop rows of epochs > ``start_epoch`` (written after the checkpoint by a killed run) and rows
@@ -749,7 +749,7 @@ class Trainer:
             LOGGER.warning(f"WARNING: {self.csv}: {damaged} row(s) without an epoch number dropped")
         if len(keep) != len(rows):
             lines = [",".join(keys)] + [",".join(r.get(k) or "" for k in keys) for r in keep]
-            _atomic_write_text(self.csv, "\n".join(lines) + "\n")
+            atomic_write_text(self.csv, "\n".join(lines) + "\n")
 
     # ---- the run -----------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -945,11 +945,6 @@ def _row_epoch(row: dict[str, str | None]) -> int | None:
     except ValueError:
         return None
     return int(epoch) if math.isfinite(epoch) and epoch == int(epoch) else None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _check_resume_nc(path: Path, run_nc: int, data_nc: int, data: Any) -> None:

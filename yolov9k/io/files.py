@@ -33,6 +33,8 @@ __all__ = [
     "STALE_TEMP_AGE_S",
     "file_mode",
     "atomic_output",
+    "atomic_write_text",
+    "save_figure",
     "temp_prefix",
     "is_stale_temp",
     "remove_stale_temp_files",
@@ -185,6 +187,21 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if full is not None:
             raise full from e
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`; returns ``path``."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_figure(fig: object, path: str | os.PathLike, dpi: int) -> Path:
+    """A matplotlib figure saved to ``path`` through :func:`atomic_output` (format from its suffix)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")  # type: ignore[attr-defined]
+    return path
 
 
 def _fsync_file(path: Path) -> None:
