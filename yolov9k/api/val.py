@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,21 +110,21 @@ def val(
     plots: bool = True,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Validate a model: COCO mAP@0.5:0.95 and mAP@0.5 (equal to pycocotools on the same detections).
+    """Validate a model: COCO mAP@0.5:0.95 and mAP@0.5 (equal to pycocotools on the same detections):
+    :func:`_prepare` (model, data, loader), the per-batch loop of ``validate``, :func:`_finish`.
 
     Args:
         model: a DetectionModel, a checkpoint file (official or yolov9k) or a zoo name.
-        data: dataset YAML / dict; None = the generated demo data set.
-        imgsz: image size in pixels (long side; rounded up to a multiple of the stride).
-        batch: images per batch. workers: dataloader processes.
-        conf, iou, max_det: post-processing (the official validation values by default).
+        data: dataset YAML / dict; None = the demo data set. imgsz: image size in pixels (long side;
+            rounded up to a multiple of the stride).
+        batch: images per batch. workers: dataloader processes. conf, iou, max_det: post-processing
+            (the official validation values by default).
         device: "cpu", "cuda", "0", ... (default: CUDA when available). half: fp16 (CUDA only).
         save_json: write ``predictions.json`` in COCO result format (image and category ids from
             the split's COCO json when the dataset has one, else file stems and class indices).
         project, name: output folder ``project/name`` (project None = ``runs/val``).
-        split: "val", "test" or "train".
-        rect: rectangular batches (as the official val.py). plots: PR curve, confusion matrix.
-        verbose: print the per-class table and speeds.
+        split: "val", "test" or "train". rect: rectangular batches (as the official val.py). plots:
+            PR curve, confusion matrix. verbose: print the per-class table and speeds.
     Returns:
         The metrics of :func:`yolov9k.engine.validate.validate` (``map50_95``, ``map50``, ``map75``,
         ``precision``, ``recall``, ``fitness``, ``per_class``, ``speed`` ms per image, ...) plus
@@ -138,19 +139,67 @@ def val(
         data=data, imgsz=imgsz, batch=batch, conf=conf, iou=iou, half=half, save_json=save_json,
         project=project, name=name, split=split, max_det=max_det, workers=workers, rect=rect, plots=plots,
     ))  # fmt: skip
+    run = _prepare(model, data, imgsz, batch, device, half, split, workers, rect, save_json)
+    save_dir = run_dir(project, "val", name)
+    kept = _Kept()
+    try:
+        metrics = validate(
+            run.net, run.loader, run.names, conf=conf, iou=iou, max_det=max_det, device=run.device,
+            half=half, plots_dir=save_dir if plots else None, on_batch=kept.add if save_json else None,
+        )  # fmt: skip
+    except RuntimeError as e:
+        raise one_line_worker_error(e) from e  # a user's error in a worker: one line; a bug: as it was
+    return _finish(metrics, save_dir, run, kept if save_json else None, batch, verbose)
+
+
+@dataclass
+class _Run:
+    """What :func:`_prepare` resolved: the model, the loader of the split, and the json's ids."""
+
+    net: nn.Module
+    device: torch.device
+    names: dict[int, str]
+    size: int
+    loader: Any
+    coco_ids: _CocoIds
+
+
+@dataclass
+class _Kept:
+    """The per-batch detections ``save_json`` needs (``validate``'s ``on_batch``)."""
+
+    files: list[str] = field(default_factory=list)
+    dets: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, batch_files: Sequence[str], batch_dets: list[torch.Tensor]) -> None:
+        self.files.extend(batch_files)
+        self.dets.extend(batch_dets)
+
+
+def _prepare(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike | dict | None,
+    imgsz: int,
+    batch: int,
+    device: str | int | torch.device | None,
+    half: bool,
+    split: str,
+    workers: int,
+    rect: bool,
+    save_json: bool,
+) -> _Run:
+    """Device, model, data set, split scan and loader; with ``save_json`` the COCO json is read and
+    checked now (a bad one fails before the run, not after it)."""
     dev = select_device(device)
     if half and dev.type != "cuda":
         raise ConfigError("half=True (fp16 inference) needs a CUDA device")
-
     check_model_arg(model)
     cfg = load_dataset_config(data if data is not None else ensure_demo_dataset())
     net = resolve_model(model, dev, num_classes=cfg.nc)
     if int(net.nc) != cfg.nc:
         raise InputError(f"the model has {net.nc} classes but the dataset {data!r} has {cfg.nc}")
-    names = dict(cfg.names)
     stride = int(max(float(s) for s in net.stride))
     size = round_imgsz(imgsz, stride, LOGGER.warning)
-
     samples, stats = load_split(cfg, split, f"dataset {data!r}")
     LOGGER.info("%s: %s", split, stats.summary())
     if stats.boxes == 0:  # every metric would be 0 without saying why
@@ -158,47 +207,27 @@ def val(
             f"dataset {data!r}: the {split} split has no boxes at all ({stats.summary()}); mAP needs "
             "labels: labels/ beside images/ (images/x.jpg -> labels/x.txt) or the split's COCO json"
         )
-    coco_ids = _coco_ids(cfg, split) if save_json else ({}, None)  # a bad json fails now, not after the run
+    coco_ids = _coco_ids(cfg, split) if save_json else ({}, None)
     dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
     loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
-    save_dir = run_dir(project, "val", name)
-    files: list[str] = []
-    dets: list[torch.Tensor] = []
+    return _Run(net, dev, dict(cfg.names), size, loader, coco_ids)
 
-    def keep(batch_files: Sequence[str], batch_dets: list[torch.Tensor]) -> None:
-        files.extend(batch_files)
-        dets.extend(batch_dets)
 
-    try:
-        metrics = validate(
-            net,
-            loader,
-            names,
-            conf=conf,
-            iou=iou,
-            max_det=max_det,
-            device=dev,
-            half=half,
-            plots_dir=save_dir if plots else None,
-            on_batch=keep if save_json else None,
-        )
-    except RuntimeError as e:
-        one_line = one_line_worker_error(e)
-        if one_line is e:
-            raise
-        raise one_line from e
+def _finish(
+    metrics: dict[str, Any], save_dir: Path, run: _Run, kept: _Kept | None, batch: int, verbose: bool
+) -> dict[str, Any]:
+    """``predictions.json`` (when ``kept``), the table and speeds (``verbose``), the metrics returned."""
     metrics["save_dir"] = save_dir
-    if save_json:
-        out = save_dir / "predictions.json"
-        _write_predictions(out, files, dets, coco_ids)
-        metrics["json"] = out
+    if kept is not None:
+        metrics["json"] = save_dir / "predictions.json"
+        _write_predictions(metrics["json"], kept.files, kept.dets, run.coco_ids)
     if verbose:
         sp = metrics["speed"]
-        print(format_table(metrics, names))
+        print(format_table(metrics, run.names))
         print(
             f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
-            f"{sp['postprocess']:.1f} ms NMS per image at shape ({batch}, 3, {size}, {size})"
+            f"{sp['postprocess']:.1f} ms NMS per image at shape ({batch}, 3, {run.size}, {run.size})"
         )
-        extra = f" (COCO predictions: {metrics['json']})" if save_json else ""
+        extra = f" (COCO predictions: {metrics['json']})" if kept is not None else ""
         print(f"Results saved to {save_dir}{extra}")
     return metrics
