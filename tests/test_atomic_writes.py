@@ -25,7 +25,7 @@ ALLOWED = {
         "_write_split",
     ): "writes into a temp folder that is moved in whole (generate_demo_dataset)",
     ("data/demo.py", "generate_demo_dataset"): "demo.yaml in the same temp folder, moved in whole",
-    ("runtime.py", "__init__"): "RunFolderLock: an empty lock file (flock), no content to lose",
+    ("run_setup.py", "__init__"): "RunFolderLock: an empty lock file (flock), no content to lose",
     # TODO(predict helper): api/predict.py's image, label and json writes move to atomic_output in
     # parallel (issue 22 item 9); the lead removes these entries at merge.
     ("api/predict.py", "write"): "TODO predict helper",

@@ -332,7 +332,7 @@ def test_bad_config_leaves_no_run_folder(tiny_data, tmp_path, capsys):
 
 
 def test_project_and_name_give_project_slash_name(tiny_data, tmp_path, monkeypatch):
-    from yolov9k.runtime import run_dir
+    from yolov9k.run_setup import run_dir
 
     assert run_dir(tmp_path / "P", "train", "N") == tmp_path / "P" / "N"
     monkeypatch.chdir(tmp_path)

@@ -24,7 +24,7 @@ from yolov9k.checkpoint import load_checkpoint, non_finite_entries, save_checkpo
 from yolov9k.engine import Trainer
 from yolov9k.errors import InputError, InputNotFoundError, TrainingDivergedError, is_user_error
 from yolov9k.models import build_model
-from yolov9k.runtime import RunFolderBusy, RunFolderLock, one_line_worker_error
+from yolov9k.run_setup import RunFolderBusy, RunFolderLock, one_line_worker_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_a_run_folder_in_use_refuses_a_second_run(tiny_data, tmp_path):
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
-        from yolov9k.runtime import RunFolderLock
+        from yolov9k.run_setup import RunFolderLock
         lock = RunFolderLock({str(tmp_path)!r})
         print("locked", flush=True)
         time.sleep(60)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from yolov9k.api.runtime import LOGGER
+from yolov9k.api.model_source import LOGGER
 from yolov9k.checkpoint import load_model, save_checkpoint
 from yolov9k.errors import InputNotFoundError
 from yolov9k.io.files import check_not_an_input, check_output_file

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from yolov9k.api.runtime import LOGGER, resolve_model, to_inference_model
+from yolov9k.api.model_source import LOGGER, resolve_model, to_inference_model
 from yolov9k.errors import ConfigError
 from yolov9k.io.files import atomic_output, check_not_an_input, check_output_file
 from yolov9k.ops import batched_nms
 from yolov9k.options import check_options
 from yolov9k.options.verbs import EXPORT
-from yolov9k.runtime import select_device
+from yolov9k.run_setup import select_device
 
 __all__ = ["export", "EfficientNMS", "FORMATS"]
 

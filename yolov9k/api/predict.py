@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from yolov9k.api.annotate import class_name, draw_detections
-from yolov9k.api.runtime import LOGGER, resolve_model
+from yolov9k.api.model_source import LOGGER, resolve_model
 from yolov9k.api.sources import Frame, collect_sources, iter_frames
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
 from yolov9k.data.splits import round_imgsz
@@ -32,7 +32,7 @@ from yolov9k.io.files import disk_full_error
 from yolov9k.ops import postprocess
 from yolov9k.options import check_options
 from yolov9k.options.verbs import PREDICT
-from yolov9k.runtime import run_dir, select_device
+from yolov9k.run_setup import run_dir, select_device
 
 __all__ = ["predict", "prepare_image", "to_original", "PredictResults"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolov9k.api.runtime import LOGGER, check_model_arg, resolve_model
+from yolov9k.api.model_source import LOGGER, check_model_arg, resolve_model
 from yolov9k.data import (
     DatasetConfig,
     YoloDataset,
@@ -35,7 +35,7 @@ from yolov9k.io.files import atomic_output
 from yolov9k.metrics import to_coco_json
 from yolov9k.options import check_options
 from yolov9k.options.verbs import VAL
-from yolov9k.runtime import one_line_worker_error, run_dir, select_device
+from yolov9k.run_setup import one_line_worker_error, run_dir, select_device
 
 __all__ = ["val", "format_table"]
 

@@ -67,7 +67,7 @@ from yolov9k.io.files import atomic_write_text, make_output_dir, remove_stale_te
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, accelerate, build_model
 from yolov9k.options import DEFAULTS, PATH_OPTIONS, hyp_from_config, resolve_config
-from yolov9k.runtime import (
+from yolov9k.run_setup import (
     RunFolderLock,
     default_project,
     one_line_worker_error,

@@ -1,5 +1,6 @@
 """Where a run happens: the torch device from what users type, the memory format that suits it, the
-run's output folder, and the lock that keeps two runs out of one folder.
+run's output folder, the lock that keeps two runs out of one folder, and a data loader worker's error
+told as the one line it is.
 
 Below both ``yolov9k.engine`` (training) and ``yolov9k.api`` (the user-facing verbs), which use them.
 """

@@ -1,6 +1,7 @@
-"""What every user-facing verb needs: a model from a model argument, ready for inference.
+"""The model a user-facing verb was given (a zoo name, a checkpoint file or a module): checked early,
+resolved to a model and made ready for inference.
 
-Devices and run folders are ``yolov9k.runtime``'s (training uses them too).
+Devices and run folders are ``yolov9k.run_setup``'s (training uses them too).
 """
 
 from __future__ import annotations
