@@ -238,15 +238,17 @@ def _pid_running(pid: int) -> bool:
 def is_stale_temp(path: str | os.PathLike, legacy: bool = False, now: float | None = None) -> bool:
     """Whether ``path`` is a temp file or folder of ours that no live writer will finish.
 
-    Only our own names count: :func:`temp_prefix` + 8 random characters + ``.tmp`` (and with ``legacy``,
-    for folders nothing else writes to, the older ownerless ``.<name>.<random>.tmp`` and
-    ``.<name>.tmp-<random>``). Such an entry is stale when its writer was a process of this host that is
-    not running any more, or when it is older than :data:`STALE_TEMP_AGE_S` (pids are reused; a writer
-    on another host cannot be asked).
+    Only our own names count: :func:`temp_prefix` + 8 random characters + ``.tmp``; such an entry is
+    stale when its writer was a process of this host that is not running any more, or when it is older
+    than :data:`STALE_TEMP_AGE_S` (pids are reused; a writer on another host cannot be asked). With
+    ``legacy`` (for folders that nothing else writes to, such as a locked run folder) the ownerless names
+    of older versions, ``.<name>.<random>.tmp`` and ``.<name>.tmp-<random>``, are stale too: no current
+    writer makes them.
     """
     p = Path(path)
     m = _TEMP_NAME.match(p.name)
-    if m is None and not (legacy and _LEGACY_NAME.match(p.name)):
+    old_name = m is None and legacy and _LEGACY_NAME.match(p.name) is not None
+    if m is None and not old_name:
         return False
     try:
         st = p.lstat()
@@ -254,9 +256,9 @@ def is_stale_temp(path: str | os.PathLike, legacy: bool = False, now: float | No
         return False
     if stat.S_ISLNK(st.st_mode):
         return False  # never ours
-    if (time.time() if now is None else now) - st.st_mtime > STALE_TEMP_AGE_S:
+    if old_name or (time.time() if now is None else now) - st.st_mtime > STALE_TEMP_AGE_S:
         return True
-    return m is not None and m["host"] == _HOST and not _pid_running(int(m["pid"]))
+    return m["host"] == _HOST and not _pid_running(int(m["pid"]))
 
 
 def remove_stale_temp_files(
