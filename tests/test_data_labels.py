@@ -257,7 +257,11 @@ def test_load_coco_json(corpus):
     samples, stats, cat_ids = load_coco_json(jf, root / "images" / "train")
     assert cat_ids == [3, 7]
     assert [Path(s.im_file).name for s in samples] == ["good.jpg", "gray.png"]
-    assert stats.crowd == 1 and dict(stats.corrupt) == {"empty": 1} and stats.dropped == {"class<0": 1}
+    assert (
+        stats.crowd == 1
+        and dict(stats.corrupt) == {"empty": 1}
+        and stats.dropped == {"unknown category_id": 1}
+    )
     assert stats.missing == 1  # gray.png has no annotation: background
     np.testing.assert_allclose(
         samples[0].labels, [[1, 0.2, 0.2, 0.2, 0.2], [0, 0.75, 0.75, 0.5, 0.5]], atol=1e-6

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_close_verbose
 
 from yolov9k.api.export import EfficientNMS, export, export_onnx
-from yolov9k.api.runtime import to_inference_model
+from yolov9k.api.model_source import to_inference_model
 from yolov9k.checkpoint import save_checkpoint
 from yolov9k.models import build_model
 from yolov9k.ops import postprocess

@@ -313,7 +313,7 @@ def test_stale_temp_files_of_killed_saves_are_removed(tiny_data, tmp_path):
     keep = [weights / "notes.tmp", weights / ".hidden.pt"]
     for p in stale + keep:
         p.write_bytes(b"")
-    assert sorted(remove_stale_temp_files(weights)) == [stale[0]]
+    assert sorted(remove_stale_temp_files(weights, legacy=True)) == [stale[0]]  # older versions' names
     stale[0].write_bytes(b"")
     train(**dict(TINY, data=str(tiny_data), project=str(tmp_path), name="exp", exist_ok=True))
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
@@ -332,7 +332,7 @@ def test_bad_config_leaves_no_run_folder(tiny_data, tmp_path, capsys):
 
 
 def test_project_and_name_give_project_slash_name(tiny_data, tmp_path, monkeypatch):
-    from yolov9k.runtime import run_dir
+    from yolov9k.run_setup import run_dir
 
     assert run_dir(tmp_path / "P", "train", "N") == tmp_path / "P" / "N"
     monkeypatch.chdir(tmp_path)

@@ -1,7 +1,7 @@
 """The package's import graph points one way: each module imports only its own package or lower layers.
 
 Layers, lowest first: ``kernels`` (Triton; torch, triton and kernels/common.py only) -> ``errors``,
-``io``, ``options``, ``ops``, ``runtime``, ``version`` -> ``models`` -> ``loss``, ``data``, ``metrics``,
+``io``, ``options``, ``ops``, ``run_setup``, ``version`` -> ``models`` -> ``loss``, ``data``, ``metrics``,
 ``checkpoint`` -> ``engine`` -> ``api`` -> ``cli``. Every ``import`` statement is checked, at module level
 and inside functions, absolute and relative. A failure names the file and line; move the shared code down
 (or the importing code up) rather than hiding the import in a function.
@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "yolov9k.io": 1,
     "yolov9k.options": 1,
     "yolov9k.ops": 1,
-    "yolov9k.runtime": 1,
+    "yolov9k.run_setup": 1,
     "yolov9k.version": 1,
     "yolov9k.models": 2,
     "yolov9k.loss": 3,

@@ -103,7 +103,7 @@ def test_overrides_and_cli_parsing():
     ],
 )
 def test_channels_last_auto_follows_the_cpu_capability(monkeypatch, setting, device, capability, want):
-    from yolov9k.runtime import use_channels_last
+    from yolov9k.run_setup import use_channels_last
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert resolve_config({"channels_last": setting})["channels_last"] == setting
@@ -206,7 +206,7 @@ def test_two_epochs_write_the_run_files(tiny_run):
     assert args["epochs"] == 2 and args["imgsz"] == 64 and args["nbs"] == 4
 
     # the default layout ("auto") is the CPU's measured best one, and the model trained in it
-    from yolov9k.runtime import use_channels_last
+    from yolov9k.run_setup import use_channels_last
 
     assert trainer.channels_last is use_channels_last("auto", torch.device("cpu"))
     deep_conv = trainer.net.model[1].conv.weight  # (32, 16, 3, 3)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from yolov9k.errors import InputNotFoundError
+from yolov9k.errors import InputNotFoundError, IsAFolderError
 from yolov9k.io.archive import CheckpointError, open_archive, verify_crcs
 from yolov9k.io.files import atomic_output
 from yolov9k.io.official import OfficialCheckpoint, official_from_object
@@ -45,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "infer_config",
+    "non_finite_entries",
 ]
 
 CHECKPOINT_FORMAT = "yolov9k"
@@ -90,6 +91,38 @@ def _check_plain(value: Any, where: str) -> Any:
     )
 
 
+def non_finite_entries(obj: Any, where: str = "") -> list[str]:
+    """Names of the floating-point tensors in ``obj`` (a module, or nested dicts / lists / tuples of
+    tensors: a checkpoint, a state dict) that hold a NaN or an infinity, in order. One host sync per
+    device."""
+    names: list[str] = []
+    flags: list[torch.Tensor] = []
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, nn.Module):
+            value = value.state_dict()
+        if isinstance(value, torch.Tensor):
+            if (value.is_floating_point() or value.is_complex()) and value.numel():
+                names.append(name)
+                flags.append(torch.isfinite(value.detach()).all())
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(v, f"{name}[{i}]")
+
+    walk(obj, where)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, flag in enumerate(flags):
+        by_device.setdefault(flag.device, []).append(i)
+    finite = [True] * len(flags)
+    for index in by_device.values():  # one sync per device
+        for i, ok in zip(index, torch.stack([flags[i] for i in index]).tolist()):
+            finite[i] = ok
+    return [n for n, ok in zip(names, finite) if not ok]
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> Path:
     """Write ``model`` (+ trainer ``extra`` entries) atomically as a yolov9k checkpoint.
 
@@ -98,8 +131,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     ``ema=ema_model``) are stored as state dicts; every state dict in the standard contiguous layout
     (a model trained in channels_last saves the same file as one trained in NCHW).
 
+    A checkpoint is never written with a NaN or an infinity in any floating-point tensor (weights,
+    BatchNorm statistics, EMA, optimizer state): such a state is refused and the file left as it was.
+
     Raises:
         ValueError: ``extra`` reuses a reserved key. TypeError: an entry is not a plain type.
+        FloatingPointError: a tensor holds NaN / inf (one line naming the first entries).
     """
     model = _unwrap(model)
     clash = _RESERVED & extra.keys()
@@ -120,11 +157,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         "state_dict": _plain_state_dict(model),
     }
     ckpt.update({k: _check_plain(v, k) for k, v in extra.items()})
+    bad = non_finite_entries(ckpt)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise FloatingPointError(f"not saving {path}: NaN/inf in {', '.join(bad[:3])}{more}")
 
     path = Path(path)
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # umask mode; a full disk says so
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # umask mode, durable; a full disk says so
         torch.save(ckpt, f)
-    _fsync_dir(path.parent)
     return path
 
 
@@ -135,20 +175,6 @@ def _is_fused(model: nn.Module) -> bool:
 
 def _looks_fused(sd: Mapping[str, torch.Tensor]) -> bool:
     return not any(".bn." in k for k in sd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -246,6 +272,10 @@ def _verify_archive(path: Path) -> None:
 def _read_file(path: Path, allow_official: bool = True) -> Any:
     """Unpickle ``path`` safely: ``weights_only=True`` first, the restricted unpickler for the
     pickled-module zips that it refuses (official checkpoints)."""
+    if path.is_dir():
+        raise IsAFolderError(f"checkpoint {path} is a folder, not a file (a run keeps weights/last.pt)")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a FIFO, device or socket): not read")
     if not path.is_file():
         hint = " (an untrained zoo model comes from yolov9k.build_model)" if path.suffix == "" else ""
         raise InputNotFoundError(f"checkpoint not found: {path}{hint}")

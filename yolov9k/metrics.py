@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from yolov9k.io.files import save_figure
 from yolov9k.ops.box_iou import box_iou_reference
 
 __all__ = [
@@ -500,8 +501,7 @@ class ConfusionMatrix:
         ax.set_xlabel("True")
         ax.set_ylabel("Predicted")
         ax.set_title("Confusion Matrix")
-        path = Path(path)
-        fig.savefig(path, dpi=dpi)
+        path = save_figure(fig, path, dpi)
         plt.close(fig)
         return path
 
@@ -546,8 +546,7 @@ def plot_pr_curve(
     ax.set_ylim(0, 1)
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     ax.set_title("Precision-Recall Curve")
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    path = save_figure(fig, path, dpi)
     plt.close(fig)
     return path
 

@@ -21,7 +21,7 @@ from yolov9k.models import build_model
 from yolov9k.ops import BACKENDS, BackendUnavailableError, _dispatch, use_backend
 from yolov9k.options import check_options
 from yolov9k.options.verbs import BENCH, BENCH_CASES
-from yolov9k.runtime import select_device
+from yolov9k.run_setup import select_device
 
 __all__ = ["bench", "format_bench", "CASES"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from yolov9k.engine.profile import TimedTrainer, format_timing
+from yolov9k.io.files import atomic_write_text
 from yolov9k.ops import use_backend
 from yolov9k.ops._dispatch import requested_backend
 from yolov9k.options import check_options, resolve_config
@@ -95,7 +96,7 @@ def bench_train(
         print(format_timing(trainer.timing, title=f"yolov9k {trainer.args['model']} backend={used_backend}"))
         print(f"whole run {wall:.1f} s, best mAP50 {record['best_map50']}")
     if out is not None:
-        Path(out).write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        atomic_write_text(out, json.dumps(record, indent=1, default=str))
     return record
 
 

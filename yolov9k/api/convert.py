@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from yolov9k.api.runtime import LOGGER
+from yolov9k.api.model_source import LOGGER
 from yolov9k.checkpoint import load_model, save_checkpoint
-from yolov9k.errors import ConfigError, InputNotFoundError
-from yolov9k.io.files import check_output_file
+from yolov9k.errors import InputNotFoundError
+from yolov9k.io.files import check_not_an_input, check_output_file
 from yolov9k.models import reparameterize as drop_pgi
 from yolov9k.options import check_options
 from yolov9k.options.verbs import CONVERT
@@ -48,9 +48,7 @@ def convert(
     src = Path(source).expanduser()
     if not src.is_file():
         raise InputNotFoundError(f"checkpoint not found: {src}")
-    out = check_output_file(Path(output).expanduser(), "convert output")
-    if out.exists() and out.resolve() == src.resolve():
-        raise ConfigError(f"output {out} is the source file; write the converted checkpoint elsewhere")
+    out = check_not_an_input(check_output_file(Path(output).expanduser(), "convert output"), (src,), "output")
     model = load_model(src)
     was_dual = bool(getattr(model, "is_dual", False))
     if reparameterize and was_dual:

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from yolov9k.api.runtime import LOGGER, resolve_model, to_inference_model
+from yolov9k.api.model_source import LOGGER, resolve_model, to_inference_model
 from yolov9k.errors import ConfigError
-from yolov9k.io.files import atomic_output, check_output_file
+from yolov9k.io.files import atomic_output, check_not_an_input, check_output_file
 from yolov9k.ops import batched_nms
 from yolov9k.options import check_options
 from yolov9k.options.verbs import EXPORT
-from yolov9k.runtime import select_device
+from yolov9k.run_setup import select_device
 
 __all__ = ["export", "EfficientNMS", "FORMATS"]
 
@@ -242,7 +242,8 @@ def export(
         The path written (written atomically: a complete file or none).
     Raises:
         OptionError: an argument out of its range (``docs/options.md``), before any work.
-        ValueError: bad arguments. FileNotFoundError / ValueError: unreadable model source.
+        ConfigError: bad arguments, or ``file`` is the model file itself (by any path: it is never
+            overwritten). FileNotFoundError / ValueError: unreadable model source.
         IsADirectoryError / NotADirectoryError: ``file`` is a folder, or a file is among its folders.
         OSError(ENOSPC): the disk filled up while writing (no partial file is left).
     """
@@ -259,6 +260,7 @@ def export(
     if half and dev.type != "cuda":
         raise ConfigError("half=True export needs a CUDA device (device='cuda')")
     out = check_output_file(file if file is not None else _default_file(model, FORMATS[fmt]), "export file")
+    check_not_an_input(out, (model if isinstance(model, str | os.PathLike) else None,), "export file")
 
     net = to_inference_model(resolve_model(model, dev, fuse=False)).to(dev)
     stride = int(max(float(s) for s in net.stride))

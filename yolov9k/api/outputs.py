@@ -34,7 +34,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from yolov9k.api.runtime import LOGGER
+from yolov9k.api.model_source import LOGGER
 from yolov9k.api.sources import Frame
 from yolov9k.errors import OutputError
 from yolov9k.io.files import atomic_output

@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from yolov9k.api.annotate import class_name, draw_detections
+from yolov9k.api.model_source import LOGGER, cpu_workers, inference_copies, resolve_model
 from yolov9k.api.outputs import PredictOutputs, json_row, txt_lines
-from yolov9k.api.runtime import LOGGER, cpu_workers, inference_copies, resolve_model
 from yolov9k.api.sources import Frame, collect_sources, iter_frames, load
 from yolov9k.data.geometry import letterbox, resize_long_side, scale_boxes
 from yolov9k.data.splits import round_imgsz
@@ -54,7 +54,7 @@ from yolov9k.io.opencv import printable
 from yolov9k.ops.nms import postprocess_fixed
 from yolov9k.options import check_options
 from yolov9k.options.verbs import PREDICT
-from yolov9k.runtime import run_dir, select_device
+from yolov9k.run_setup import run_dir, select_device
 
 __all__ = ["predict", "prepare_image", "letterbox_image", "to_original", "PredictResults", "PredictStream"]
 __all__ += ["Plan", "plan_for", "run_cli"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from yolov9k.data.coco import load_coco_json, read_coco_json
 from yolov9k.data.dataset import YoloDataset, collate_fn
 from yolov9k.data.dataset_config import DatasetConfig, load_dataset_config
 from yolov9k.data.demo import DEMO_NAMES, default_demo_root, ensure_demo_dataset, generate_demo_dataset
@@ -12,7 +13,6 @@ from yolov9k.data.labels import (
     Sample,
     ScanStats,
     img2label_paths,
-    load_coco_json,
     require_boxes,
     scan_dataset,
 )
@@ -34,6 +34,7 @@ __all__ = [
     "img2label_paths",
     "scan_dataset",
     "load_coco_json",
+    "read_coco_json",
     "require_boxes",
     "YoloDataset",
     "collate_fn",

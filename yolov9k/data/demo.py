@@ -15,6 +15,7 @@ Layout under ``root``::
     labels/{train,val}/000000.txt     cls cx cy w h (normalized)
     annotations/instances_{train,val}.json   COCO boxes (pixels, top-left xywh), category ids 1..5
     .complete                         marker written last (generation parameters)
+    .incomplete                       present while a set is being moved in (removed with .complete)
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ import numpy as np
 import yaml
 
 from yolov9k.errors import NotAFolderError, PathExistsError
-from yolov9k.io.files import make_output_dir
+from yolov9k.io.files import (
+    TEMP_SUFFIX,
+    atomic_write_text,
+    make_output_dir,
+    remove_stale_temp_files,
+    temp_prefix,
+)
 from yolov9k.options import check_options
 from yolov9k.options.verbs import DEMO_DATA
 
@@ -40,6 +47,7 @@ __all__ = ["DEMO_NAMES", "generate_demo_dataset", "default_demo_root", "ensure_d
 DEMO_NAMES = ("circle", "square", "triangle", "star", "cross")
 DEMO_VERSION = 1
 _MARKER = ".complete"
+_PARTIAL = ".incomplete"  # written before the old set is removed: the set in root is ours, half moved in
 _JPEG_QUALITY = 90  # fixed, so files are byte-identical for a seed (same OpenCV build)
 _PALETTE_BGR = (  # saturated colours, distinct from the muted backgrounds
     (40, 40, 220),  # red
@@ -52,7 +60,7 @@ _PALETTE_BGR = (  # saturated colours, distinct from the muted backgrounds
     (245, 245, 245),  # white
 )
 _SPLITS = ("train", "val")
-_OWNED = ("images", "labels", "annotations", "demo.yaml", _MARKER)  # what overwrite may remove
+_OWNED = ("images", "labels", "annotations", "demo.yaml", _MARKER, _PARTIAL)  # what overwrite may remove
 
 
 def default_demo_root() -> Path:
@@ -220,9 +228,11 @@ def generate_demo_dataset(
 ) -> Path:
     """Generate the demo data set under ``root`` and return the path of its ``demo.yaml``.
 
-    Generation goes to a temporary folder beside ``root`` and is moved in when complete, so an
-    interrupted run leaves no half data set. If ``root`` already holds a complete set made with the same
-    parameters, nothing is written.
+    Generation goes to a temporary folder beside ``root`` and is moved in when complete. A run killed
+    while generating leaves that folder, which the next run removes (once its process is gone); one
+    killed while moving the set in leaves the ``.incomplete`` marker, and the next run replaces that
+    partial set without needing ``overwrite``. If ``root`` already holds a complete set made with the
+    same parameters, nothing is written.
 
     Raises:
         FileExistsError: ``root`` holds something else and ``overwrite`` is False.
@@ -238,10 +248,11 @@ def generate_demo_dataset(
     if _is_complete(root, params) and not overwrite:
         return root / "demo.yaml"
     present = [p for p in _OWNED if (root / p).exists()]
-    if present and not overwrite:
+    if present and not overwrite and not (root / _PARTIAL).is_file():
         raise PathExistsError(f"{root} already holds {present} (another demo set?); pass overwrite=True")
     make_output_dir(root.parent, "demo data folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    remove_stale_temp_files(root.parent, legacy=True, target=root.name)  # of killed earlier runs
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(root.name), suffix=TEMP_SUFFIX, dir=root.parent))
     try:
         for split_id, (split, n) in enumerate(zip(_SPLITS, (num_train, num_val))):
             _write_split(tmp, split, split_id, n, imgsz, seed)
@@ -256,7 +267,12 @@ def generate_demo_dataset(
         }
         (tmp / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            root / _PARTIAL, json.dumps(params)
+        )  # a kill from here on leaves a known partial set
         for p in _OWNED:  # only what a demo set owns; other files in root are left alone
+            if p == _PARTIAL:
+                continue
             target = root / p
             if target.is_dir():
                 shutil.rmtree(target)
@@ -266,7 +282,8 @@ def generate_demo_dataset(
             os.replace(tmp / p, root / p)
         for stale in root.glob("*.cache.json"):  # label caches of an earlier set
             stale.unlink()
-        (root / _MARKER).write_text(json.dumps(params))  # last: marks the set complete
+        atomic_write_text(root / _MARKER, json.dumps(params))  # marks the set complete
+        (root / _PARTIAL).unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root / "demo.yaml"

@@ -6,8 +6,6 @@ size; "pixels" are absolute, "normalized" are fractions of the image width / hei
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import torch
@@ -142,8 +140,3 @@ def xyxy2xywhn(x: np.ndarray, w: float, h: float, clip: bool = False, eps: float
     y[:, [0, 2]] /= w
     y[:, [1, 3]] /= h
     return y
-
-
-def ceil_to_stride(x: float, stride: int) -> int:
-    """Smallest multiple of ``stride`` that is >= ``x``."""
-    return int(math.ceil(x / stride) * stride)

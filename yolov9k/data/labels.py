@@ -32,7 +32,6 @@ __all__ = [
     "img2label_paths",
     "parse_label_text",
     "scan_dataset",
-    "load_coco_json",
     "require_boxes",
     "default_cache_dir",
     "CACHE_VERSION",
@@ -374,101 +373,3 @@ def require_boxes(stats: ScanStats, what: str, background_only: bool = False) ->
         "labels/x.txt) or the split's COCO json. For background images on purpose: background_only=True "
         "(--background-only)"
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# COCO json
-
-
-def _count_orphan_annotations(
-    per_image: dict, image_ids: set, stats: ScanStats, prefix: str, json_path: Path
-) -> None:
-    """Count (as dropped rows) and log the annotations whose ``image_id`` names no usable image."""
-    orphans = {i: len(rows) for i, rows in per_image.items() if i not in image_ids}
-    n = sum(orphans.values())
-    if n:
-        stats.dropped["unknown image_id"] += n
-        shown = ", ".join(map(repr, list(orphans)[:5])) + (", ..." if len(orphans) > 5 else "")
-        LOGGER.warning(
-            "%s%s: %d annotations of unknown image_id %s dropped", prefix, json_path.name, n, shown
-        )
-
-
-def load_coco_json(
-    json_path: str | Path, images_dir: str | Path, nc: int | None = None, prefix: str = ""
-) -> tuple[list[Sample], ScanStats, list[int]]:
-    """Read a COCO instances json into samples.
-
-    Categories get contiguous indices in sorted-id order; ``category_ids[i]`` is the COCO id of class
-    ``i`` (to export predictions back). Boxes (``[x, y, w, h]`` pixels, top-left corner) become
-    normalized centre xywh using the image's ``width`` / ``height`` from the json. Crowd annotations
-    are skipped and counted; bad boxes go through the same row checks as YOLO labels. Images without
-    a ``file_name`` are skipped and annotations of unknown ``image_id`` dropped, both counted and logged.
-
-    Raises:
-        ValueError: unreadable json, missing keys, or no usable image.
-    """
-    json_path, images_dir = Path(json_path), Path(images_dir)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        images, annotations = data["images"], data.get("annotations", [])
-        category_ids = sorted(int(c["id"]) for c in data.get("categories", []))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"cannot read COCO json {json_path}: {e}") from e
-    index = {cid: i for i, cid in enumerate(category_ids)}
-    nc = len(category_ids) if nc is None else nc
-    stats = ScanStats()
-    per_image: dict[int, list[str]] = {}
-    for a in annotations:
-        if a.get("iscrowd", 0):
-            stats.crowd += 1
-            continue
-        cls = index.get(a.get("category_id"), -1)
-        per_image.setdefault(a.get("image_id"), []).append(" ".join(map(str, [cls, *a.get("bbox", [])])))
-    pairs, meta = [], {}
-    for im in images:
-        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            stats.images += 1
-            stats.corrupt["no file_name in json"] += 1
-            continue
-        f = str(images_dir / im["file_name"])
-        pairs.append(f)
-        meta[f] = (im.get("id"), float(im.get("width") or 0), float(im.get("height") or 0))
-    _count_orphan_annotations(per_image, {m[0] for m in meta.values()}, stats, prefix, json_path)
-    samples: list[Sample] = []
-
-    def verify(f: str) -> tuple[Sample | None, ScanStats]:
-        st = ScanStats(images=1)
-        try:
-            h, w = read_image(f).shape[:2]
-        except ImageReadError as e:
-            st.corrupt[e.reason] += 1
-            LOGGER.warning("%sskipping image: %s", prefix, e)
-            return None, st
-        im_id, jw, jh = meta[f]
-        jw, jh = jw or w, jh or h
-        rows = []
-        for r in per_image.get(im_id, []):
-            v = r.split()
-            if len(v) == 5:  # pixels top-left xywh -> normalized centre xywh (bad values stay bad)
-                try:
-                    x, y, bw, bh = (float(t) for t in v[1:])
-                    v[1:] = [str((x + bw / 2) / jw), str((y + bh / 2) / jh), str(bw / jw), str(bh / jh)]
-                except ValueError:
-                    pass
-            rows.append(" ".join(v))
-        if not rows:
-            st.missing = 1
-        labels, st.dropped = parse_label_text("\n".join(rows), nc)
-        st.boxes = len(labels)
-        return Sample(f, (int(h), int(w)), labels), st
-
-    with ThreadPoolExecutor(_num_threads()) as pool:
-        for sample, st in pool.map(verify, pairs):
-            stats.merge(st)
-            if sample is not None:
-                samples.append(sample)
-    LOGGER.info("%s%s: %s", prefix, json_path.name, stats.summary())
-    if not samples:
-        raise InputError(f"{prefix}no usable images in {json_path}: {stats.summary()}")
-    return samples, stats, category_ids

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
+from yolov9k.data.coco import load_coco_json
 from yolov9k.data.dataset_config import DatasetConfig
-from yolov9k.data.labels import Sample, ScanStats, load_coco_json, scan_dataset
+from yolov9k.data.labels import Sample, ScanStats, scan_dataset
 from yolov9k.errors import InputError
 
 __all__ = ["load_split", "round_imgsz"]
@@ -27,15 +27,14 @@ def load_split(
         where: names the data set in errors (e.g. "dataset coco.yaml").
         cache_dir: where label caches go when the images' folder is read-only (YOLO labels only).
     Raises:
-        ValueError: the split lists no images.
+        ValueError: the split lists no images, or its COCO json is unusable (one line naming it).
     """
     files = cfg.split(split)
     if not files:
         raise InputError(f"{where}: the {split} split has no images")
-    entry = cfg.raw.get(split)
-    if isinstance(entry, str) and entry.lower().endswith(".json"):
+    if split in cfg.coco_images:
         samples, stats, _ = load_coco_json(
-            cfg.coco_json[split], Path(files[0]).parent, nc=cfg.nc, prefix=f"{split}: "
+            cfg.coco_json[split], cfg.coco_images[split], cfg.nc, f"{split}: ", cfg.given_names()
         )
         return samples, stats
     return scan_dataset(files, cfg.nc, cache_dir=cache_dir, prefix=f"{split}: ")

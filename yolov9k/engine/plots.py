@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from yolov9k.io.files import atomic_output
+from yolov9k.io.files import atomic_output, save_figure
 from yolov9k.io.opencv import cv2_text
 from yolov9k.metrics import agg_pyplot
 
@@ -73,7 +73,7 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path | 
     for ax in axes[len(keys) :]:
         ax.axis("off")
     out = Path(out) if out is not None else Path(csv_path).with_name("results.png")
-    fig.savefig(out, dpi=150)
+    save_figure(fig, out, 150)
     plt.close(fig)
     return out
 
@@ -151,7 +151,8 @@ def plot_batch(
         cv2.rectangle(canvas, (x0, y0), (x0 + tw - 1, y0 + th - 1), (255, 255, 255), 2)
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix or ".jpg", canvas)  # bytes: no path string reaches OpenCV
-    if ok:
-        with atomic_output(path) as tmp:
-            tmp.write_bytes(buf.tobytes())
+    if not ok:
+        raise ValueError(f"cannot encode {path.name}: OpenCV has no encoder for {path.suffix!r}")
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
     return path

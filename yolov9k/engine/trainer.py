@@ -8,7 +8,13 @@ plots). Subclasses override single steps; callbacks (``add_callback``) observe t
 What a run writes, in ``<project>/<name>/`` (``runs/train/<name>/`` by default): ``args.yaml``,
 ``weights/last.pt`` and ``weights/best.pt`` (atomic, ``torch.load(weights_only=True)``-readable:
 model, EMA, optimizer, GradScaler, epoch, best fitness, RNG states and the args), ``results.csv`` (one
-row per epoch), and at the end the plots.
+row per epoch), and at the end the plots. A run holds ``.lock`` in its folder while it runs: a second run
+of the same folder (``--exist-ok``, ``--resume``) is refused in one line; a new run in a reused folder
+moves the old ``results.csv`` aside (``results.1.csv``, ...) and starts a fresh one.
+
+A run never saves non-finite numbers: a skipped step whose forward pass left NaN/inf in the BatchNorm
+statistics, or weights or buffers that are NaN/inf at the end of an epoch, stop it with one line
+(``TrainingDivergedError``) and ``last.pt`` keeps the last good epoch.
 
 Resume is exact: the LR schedule is a pure function of the epoch and the iteration, augmentations are
 a function of (seed, epoch, index), and the checkpoint holds every other piece of state, so N epochs
@@ -35,7 +41,7 @@ import torch
 import yaml
 from torch import nn
 
-from yolov9k.checkpoint import load_checkpoint, load_model, save_checkpoint
+from yolov9k.checkpoint import load_checkpoint, load_model, non_finite_entries, save_checkpoint
 from yolov9k.data import (
     YoloDataset,
     build_dataloader,
@@ -57,11 +63,18 @@ from yolov9k.engine.optim import (
 from yolov9k.engine.plots import plot_batch, plot_results
 from yolov9k.engine.validate import validate
 from yolov9k.errors import ConfigError, InputError, InputNotFoundError, TrainingDivergedError
-from yolov9k.io.files import atomic_output, make_output_dir, remove_stale_temp_files
+from yolov9k.io.files import atomic_write_text, make_output_dir, remove_stale_temp_files
 from yolov9k.loss import DetectionLoss, ddp_normalizer
 from yolov9k.models import MODELS, accelerate, build_model
 from yolov9k.options import DEFAULTS, PATH_OPTIONS, hyp_from_config, resolve_config
-from yolov9k.runtime import default_project, run_dir, select_device, use_channels_last
+from yolov9k.run_setup import (
+    RunFolderLock,
+    default_project,
+    one_line_worker_error,
+    run_dir,
+    select_device,
+    use_channels_last,
+)
 
 __all__ = ["train", "Trainer", "TRAINER_STATE_VERSION", "RESUME_OVERRIDABLE", "find_last_run"]
 
@@ -235,6 +248,7 @@ class Trainer:
         self.epoch = 0
         self.last_opt_step = -1
         self._is_setup = False
+        self._lock: RunFolderLock | None = None
 
     # ---- configuration -----------------------------------------------------------------------------------
     def _resume_args(self, checked: dict[str, Any]) -> dict[str, Any]:
@@ -362,11 +376,26 @@ class Trainer:
         self.last, self.best = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         self.csv = self.save_dir / "results.csv"
         if self.is_main:
+            self._lock = RunFolderLock(self.save_dir)  # RunFolderBusy (one line) if another run has it
+            if not a["resume"]:
+                self._move_old_results_aside()
             make_output_dir(self.weights_dir, "weights folder")
             self._remove_stale_temp_files()
             args = {k: _plain(v) for k, v in a.items()}
             args["save_dir"] = str(self.save_dir)
-            _atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+            atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(args, sort_keys=False))
+
+    def _move_old_results_aside(self) -> None:
+        """A reused run folder (``exist_ok``) starts a fresh results.csv; the old one becomes
+        ``results.<k>.csv`` with the first free k."""
+        if not self.csv.exists():
+            return
+        k = 1
+        while (self.save_dir / f"results.{k}.csv").exists():
+            k += 1
+        aside = self.save_dir / f"results.{k}.csv"
+        os.replace(self.csv, aside)
+        self.log(f"{self.save_dir} is reused: the earlier run's results.csv is now {aside.name}")
 
     def setup_data_config(self) -> None:
         data = self.args["data"]
@@ -539,12 +568,34 @@ class Trainer:
     def _skip(self, why: str) -> None:
         self.nan_skips += 1
         self.log(f"WARNING: {why}: step skipped ({self.nan_skips} so far)")
+        # the forward pass of the skipped batch has already updated the BatchNorm running statistics
+        bad = non_finite_entries(dict(self.net.named_buffers()))
+        if bad:
+            raise TrainingDivergedError(
+                self._diverged("NaN/inf BatchNorm statistics after a skipped step", bad)
+            )
         if self.nan_skips > self.args["max_nan_skips"]:
             raise TrainingDivergedError(
                 f"{self.nan_skips} steps skipped for non-finite losses/gradients (max_nan_skips="
                 f"{self.args['max_nan_skips']}); training diverged - lower lr0 or check the data. "
                 f"The last complete epoch is in {self.last}"
             )
+
+    def _diverged(self, what: str, names: list[str]) -> str:
+        """The one-line message of a run stopped for non-finite numbers."""
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        kept = f"{self.last} keeps the last good epoch" if self.last.is_file() else "nothing was saved"
+        return (
+            f"training diverged in epoch {self.epoch + 1}: {what} ({', '.join(names[:3])}{more}); {kept}. "
+            "Lower lr0 or check the data"
+        )
+
+    def check_finite(self) -> None:
+        """Stop the run (TrainingDivergedError, one line) when the model or its EMA holds NaN/inf weights
+        or buffers: validating or saving them would only spread them."""
+        bad = non_finite_entries(self.net) + non_finite_entries(self.ema.ema if self.ema else {}, "ema")
+        if bad:
+            raise TrainingDivergedError(self._diverged("NaN/inf in the weights or BatchNorm statistics", bad))
 
     def optimizer_step(self, ni: int) -> bool:
         """Unscale, clip (max norm ``clip_grad``), step, zero grads, update EMA. False when skipped."""
@@ -661,7 +712,7 @@ class Trainer:
     def _remove_stale_temp_files(self) -> None:
         """Temp files of saves killed midway (``.last.pt.<random>.tmp``): nothing else writes here."""
         for folder in (self.save_dir, self.weights_dir):
-            for p in remove_stale_temp_files(folder):
+            for p in remove_stale_temp_files(folder, legacy=True):
                 self.log(f"removed {p.name}, left by an interrupted save")
 
     def _csv_row(self, epoch: int, tloss: list[float], m: dict[str, Any]) -> dict[str, float]:
@@ -679,22 +730,26 @@ class Trainer:
 
     def write_csv(self, row: dict[str, float]) -> None:
         """Append ``row`` to results.csv (rewritten atomically)."""
-        rows = _read_csv_rows(self.csv)
+        _, rows = _read_csv(self.csv)
         keys = list(row)
-        lines = [",".join(keys)] + [",".join(r.get(k, "") for k in keys) for r in rows]
+        lines = [",".join(keys)] + [",".join(r.get(k) or "" for k in keys) for r in rows]
         lines.append(",".join(_fmt(row[k]) for k in keys))
-        _atomic_write_text(self.csv, "\n".join(lines) + "\n")
+        atomic_write_text(self.csv, "\n".join(lines) + "\n")
 
     def _truncate_csv(self, start_epoch: int) -> None:
-        """Drop rows of epochs >= ``start_epoch`` (written after the checkpoint by a killed run)."""
+        """Drop rows of epochs > ``start_epoch`` (written after the checkpoint by a killed run) and rows
+        without an epoch number (a damaged file: counted in a warning that names it)."""
         if not self.is_main or not self.csv.is_file():
             return
-        rows = _read_csv_rows(self.csv)
-        keep = [r for r in rows if int(float(r.get("epoch", 0))) <= start_epoch]
-        if len(keep) != len(rows) and rows:
-            keys = list(rows[0])
-            text = "\n".join([",".join(keys)] + [",".join(r.get(k, "") for k in keys) for r in keep]) + "\n"
-            _atomic_write_text(self.csv, text)
+        keys, rows = _read_csv(self.csv)
+        epochs = [_row_epoch(r) for r in rows]
+        keep = [r for r, e in zip(rows, epochs) if e is not None and e <= start_epoch]
+        damaged = epochs.count(None)
+        if damaged:
+            LOGGER.warning(f"WARNING: {self.csv}: {damaged} row(s) without an epoch number dropped")
+        if len(keep) != len(rows):
+            lines = [",".join(keys)] + [",".join(r.get(k) or "" for k in keys) for r in keep]
+            atomic_write_text(self.csv, "\n".join(lines) + "\n")
 
     # ---- the run -----------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -705,6 +760,8 @@ class Trainer:
         finally:
             torch.use_deterministic_algorithms(getattr(self, "_prev_deterministic", False))
             ddp.destroy_distributed()
+            if self._lock is not None:
+                self._lock.release()
 
     def _fit(self) -> dict[str, Any]:
         a = self.args
@@ -724,6 +781,7 @@ class Trainer:
             try:
                 tloss = self.train_epoch(epoch)
                 if self.is_main:
+                    self.check_finite()
                     final = epoch + 1 == a["epochs"]
                     self.metrics = self.validate_epoch(final)
                     fi = float(self.metrics.get("fitness", 0.0))
@@ -735,7 +793,7 @@ class Trainer:
                     self._log_epoch(epoch)
                     self.run_callbacks("on_fit_epoch_end")
             except BaseException as e:  # noqa: BLE001 - ranks must learn about it before re-raising
-                failed = e
+                failed = one_line_worker_error(e)  # a worker's traceback as one line
             if self.dist.enabled and ddp.any_rank_failed(failed is not None, f"end of epoch {epoch}"):
                 if failed is None:
                     raise ddp.DistributedError(f"rank {self.dist.rank}: another rank failed in epoch {epoch}")
@@ -777,7 +835,7 @@ class Trainer:
             done = epoch - self.start_epoch + 1
             self.log(f"{done} epochs completed in {seconds / 3600:.3f} hours ({seconds:.1f} s)")
             metrics = self.metrics
-            if self.best.is_file():
+            if self.best_epoch >= 0 and self.best.is_file():  # written by this run (or the one resumed)
                 best_model = load_model(self.best, device=self.device)
                 best_model.names = dict(self.names)
                 metrics = validate(
@@ -865,16 +923,28 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str | None]]]:
+    """(header, rows) of a results.csv (none when it does not exist); a file that is not UTF-8 csv text
+    gives one InputError line naming it."""
     if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return [k for k in reader.fieldnames or [] if k is not None], rows
+    except (UnicodeDecodeError, csv.Error) as e:
+        reason = " ".join(str(e).split())[:160]
+        raise InputError(f"cannot read {path} ({reason}): move the damaged file aside to continue") from None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def _row_epoch(row: dict[str, str | None]) -> int | None:
+    """The epoch number of a results.csv row, None when it has none (a damaged row)."""
+    try:
+        epoch = float(row.get("epoch") or "nan")
+    except ValueError:
+        return None
+    return int(epoch) if math.isfinite(epoch) and epoch == int(epoch) else None
 
 
 def _check_resume_nc(path: Path, run_nc: int, data_nc: int, data: Any) -> None:

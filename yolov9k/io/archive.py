@@ -11,6 +11,7 @@ one-line message.
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 import zlib
 from typing import IO
@@ -49,14 +50,14 @@ _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def open_archive(path: str | os.PathLike, where: str) -> zipfile.ZipFile:
-    """Open ``path`` as a zip whose directory passed :func:`check_archive`. The entry count is read
-    from the end record first: parsing a directory of millions of entries would itself cost GBs."""
+    """Open ``path`` as a zip whose directory passed :func:`check_archive`. The entries of the central
+    directory are counted first, as they are parsed, up to ``MAX_ENTRIES`` (the end record's own count can
+    under-state them, and ``zipfile`` parsing a directory of millions of entries costs seconds and GBs)."""
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
-        end_record = getattr(zipfile, "_EndRecData", lambda _: None)(f)  # private: skip if it goes
-    if end_record is not None and end_record[zipfile._ECD_ENTRIES_TOTAL] > MAX_ENTRIES:
-        count = end_record[zipfile._ECD_ENTRIES_TOTAL]
-        raise CheckpointError(f"{where}: archive lists {count} entries (more than {MAX_ENTRIES})")
+        count = _count_entries(f, MAX_ENTRIES + 1)
+    if count is not None and count > MAX_ENTRIES:
+        raise CheckpointError(f"{where}: archive lists {count} entries or more (the limit is {MAX_ENTRIES})")
     zf = zipfile.ZipFile(path)
     try:
         check_archive(zf, file_size, where)
@@ -64,6 +65,38 @@ def open_archive(path: str | os.PathLike, where: str) -> zipfile.ZipFile:
         zf.close()
         raise
     return zf
+
+
+_CENTRAL_HEADER = struct.Struct("<4s4B4HL2L5H2L")  # zipfile.structCentralDir: 46 bytes
+_CENTRAL_MAGIC = b"PK\x01\x02"
+_NAME_LENGTH = 12  # zipfile._CD_FILENAME_LENGTH; the extra field's and the comment's lengths follow
+
+
+def _count_entries(f: IO[bytes], stop: int) -> int | None:
+    """Entries of the central directory, counted header by header as ``zipfile`` parses them, but at
+    most ``stop`` (reading ``stop`` headers at most). None when the end record cannot be found or the
+    directory is malformed: ``zipfile`` then refuses the file with its own error."""
+    end = getattr(zipfile, "_EndRecData", lambda _: None)(f)  # private: skip the count if it goes
+    if end is None:
+        return None
+    size, offset = end[zipfile._ECD_SIZE], end[zipfile._ECD_OFFSET]
+    start = end[zipfile._ECD_LOCATION] - size  # as zipfile: data before the archive is allowed
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0 or offset < 0:
+        return None
+    f.seek(start)
+    count = done = 0
+    while done < size and count < stop:
+        header = f.read(_CENTRAL_HEADER.size)
+        if len(header) < _CENTRAL_HEADER.size or header[:4] != _CENTRAL_MAGIC:
+            return None
+        fields = _CENTRAL_HEADER.unpack(header)
+        skip = sum(fields[_NAME_LENGTH : _NAME_LENGTH + 3])  # file name, extra field and comment lengths
+        f.seek(skip, os.SEEK_CUR)
+        done += _CENTRAL_HEADER.size + skip
+        count += 1
+    return count
 
 
 def check_archive(zf: zipfile.ZipFile, file_size: int, where: str) -> None:

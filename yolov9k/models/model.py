@@ -14,6 +14,8 @@ import yaml
 from torch import Tensor, nn
 
 from yolov9k.errors import InputError
+from yolov9k.io.limits import MAX_CLASSES
+from yolov9k.io.textfiles import load_yaml_file
 from yolov9k.models.blocks import Conv, RepConvN
 from yolov9k.models.head import DDetect, DualDDetect
 from yolov9k.models.parse import INPUT, dependency_closure, head_sources, parse_model, validate_config
@@ -43,12 +45,12 @@ def load_config(cfg: str | os.PathLike | dict) -> dict[str, Any]:
     name = str(cfg)
     if name in MODELS:
         text = resources.files("yolov9k.models").joinpath("configs", f"{name}.yaml").read_text("utf-8")
+        data = yaml.safe_load(text)
     else:
         path = Path(name)
         if not path.is_file():
             raise InputError(f"unknown model {name!r}: not a zoo name ({', '.join(MODELS)}) nor a yaml file")
-        text = path.read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+        data = load_yaml_file(path, "model config")  # bounded: size, aliases, depth
     if not isinstance(data, dict):
         raise InputError(f"model config {name!r} is not a yaml mapping")
     return validate_config(data)
@@ -73,8 +75,14 @@ class DetectionModel(nn.Module):
         super().__init__()
         cfg = validate_config(cfg)
         if num_classes is not None:
-            if not isinstance(num_classes, int) or num_classes < 1:
-                raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+            if (
+                isinstance(num_classes, bool)
+                or not isinstance(num_classes, int)
+                or not 1 <= num_classes <= MAX_CLASSES
+            ):
+                raise ValueError(
+                    f"num_classes must be an int in [1, {MAX_CLASSES}], got {str(num_classes)[:40]}"
+                )
             cfg["nc"] = num_classes
         self.cfg = cfg
         ch = int(cfg.get("ch", 3))

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from yolov9k.io.files import atomic_write_text
 from yolov9k.options.schema import Option
 from yolov9k.options.train import HYP_OPTIONS, TRAIN_OPTIONS
 from yolov9k.options.verbs import COMMANDS
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if current != text:
-        args.path.write_text(text, encoding="utf-8")
+        atomic_write_text(args.path, text)
         print(f"wrote {args.path}")
     return 0
 

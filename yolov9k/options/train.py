@@ -116,7 +116,8 @@ _RUN: tuple[Option, ...] = (
     # output
     PROJECT.but(help="runs go to <project>/<name>; none = runs/train"),
     NAME,
-    Option("exist_ok", "bool", False, "reuse an existing run folder instead of making a new one"),
+    Option("exist_ok", "bool", False, "reuse an existing run folder (not one a run is using) instead of "
+           "making a new one; its results.csv is kept aside as results.N.csv"),
     Option("save_period", "int", 0, "also keep weights/epoch<N>.pt every N epochs (0 = off)", EPOCHS),
     Option("plots", "bool", True, "write results.png, PR curve, confusion matrix and batch images"),
     Option("verbose", "bool", True, "progress bars and log lines"),

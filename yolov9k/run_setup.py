@@ -1,5 +1,6 @@
-"""Where a run happens: the torch device from what users type, the memory format that suits it, and the
-run's output folder.
+"""Where a run happens: the torch device from what users type, the memory format that suits it, the
+run's output folder, the lock that keeps two runs out of one folder, and a data loader worker's error
+told as the one line it is.
 
 Below both ``yolov9k.engine`` (training) and ``yolov9k.api`` (the user-facing verbs), which use them.
 """
@@ -8,14 +9,23 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 import torch
 
-from yolov9k.errors import ConfigError
+from yolov9k.errors import ConfigError, InputError, InputNotFoundError, Yolov9kError
 from yolov9k.io.files import make_output_dir
 
-__all__ = ["select_device", "use_channels_last", "run_dir", "default_project"]
+__all__ = [
+    "select_device",
+    "use_channels_last",
+    "run_dir",
+    "default_project",
+    "RunFolderLock",
+    "RunFolderBusy",
+    "one_line_worker_error",
+]
 
 
 def select_device(device: str | int | torch.device | None = None) -> torch.device:
@@ -101,3 +111,74 @@ def run_dir(
 def default_project(task: str) -> Path:
     """Where runs of ``task`` go when no project is given: ``runs/<task>``."""
     return Path("runs") / task
+
+
+class RunFolderBusy(Yolov9kError, BlockingIOError):
+    """Another process holds the run folder (a second ``train --exist-ok`` or ``--resume`` of it)."""
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder for the life of a run: ``<folder>/.lock``, locked with
+    ``fcntl.flock`` so that the kernel releases it when the process ends, however it ends (a kill leaves
+    no stale lock). Where ``fcntl`` is missing (Windows) the lock is not taken.
+
+    Example:
+        >>> lock = RunFolderLock(save_dir)  # RunFolderBusy if another run holds it
+        >>> ...
+        >>> lock.release()
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / self.NAME
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderBusy(
+                f"run folder {Path(folder)} is in use by another run ({holder}); wait for it to end, or "
+                "give another --name (--exist-ok reuses a folder only when no run is using it)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Unlock (the lock file stays: removing it could let two later runs lock different files)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+_WORKER_ERROR = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
+_USER_ERRORS_IN_WORKERS = frozenset(
+    {"ImageReadError", "InputError", "InputNotFoundError", "FileNotFoundError", "PermissionError"}
+)
+
+
+def one_line_worker_error(error: BaseException) -> BaseException:
+    """A user's error raised in a DataLoader worker as the one line it is: torch re-raises a worker's
+    exception in the main process as a ``RuntimeError`` whose message is the worker's whole traceback
+    (20+ lines). A worker's ``ImageReadError``, ``InputError`` or missing / unreadable file becomes an
+    :class:`~yolov9k.errors.InputError` (``InputNotFoundError`` for a missing file) with the worker's last
+    line; anything else (a bug) is returned as it is, traceback and all.
+    """
+    text = str(error)
+    m = _WORKER_ERROR.match(text)
+    if not isinstance(error, RuntimeError) or m is None or m[1] not in _USER_ERRORS_IN_WORKERS:
+        return error
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), m[1])
+    detail = last.partition(": ")[2] or last  # "yolov9k.data.images.ImageReadError: x.jpg: missing"
+    kind = InputNotFoundError if m[1] in ("FileNotFoundError", "InputNotFoundError") else InputError
+    return kind(f"{detail} ({m[1]} in data loader worker {m[2]})")

@@ -1,6 +1,7 @@
-"""What every user-facing verb needs: a model from a model argument, ready for inference.
+"""The model a user-facing verb was given (a zoo name, a checkpoint file or a module): checked early,
+resolved to a model and made ready for inference.
 
-Devices and run folders are ``yolov9k.runtime``'s (training uses them too).
+Devices and run folders are ``yolov9k.run_setup``'s (training uses them too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from yolov9k.checkpoint import load_model
-from yolov9k.errors import InputNotFoundError
+from yolov9k.errors import InputNotFoundError, IsAFolderError
 from yolov9k.models import MODELS, build_model, reparameterize
 
 __all__ = [
@@ -35,6 +36,8 @@ ModelArg = nn.Module | str | os.PathLike
 def check_model_arg(model: ModelArg) -> None:
     """Fail early (before data sets are scanned) when ``model`` names no file and no zoo model."""
     if isinstance(model, str | os.PathLike) and str(model) not in MODELS:
+        if Path(model).expanduser().is_dir():
+            raise IsAFolderError(f"model {str(model)!r} is a folder, not a checkpoint file")
         if not Path(model).expanduser().is_file():
             raise InputNotFoundError(
                 f"model {str(model)!r} is neither a checkpoint file nor a zoo name ({', '.join(MODELS)})"
