@@ -232,6 +232,12 @@ class TimedTrainer(Trainer):
         super().save(epoch, improved)
         self._add("save", self.clock() - t0)
 
+    def check_finite(self) -> None:
+        """The NaN/inf check of the weights before validation and saving: part of ``save``."""
+        t0 = self.clock()
+        super().check_finite()
+        self._add("save", self.clock() - t0)
+
 
 def timed_train(**overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`yolov9k.train` with a :class:`TimedTrainer`: returns ``(summary, timing)``."""
