@@ -16,6 +16,12 @@ batch x 8 images decoded by its worker (which depends on the workers); this keep
 sample and keeps the contract: same seed, epoch, index and batch -> same sample, whatever the
 workers (the batches are a function of the seed, the epoch and the batch size). Batches smaller than
 ``MIN_POOL`` and a single ``dataset[i]`` draw partners from the whole data set as before.
+
+Reduced decoding (the other named change, training only): a JPEG at least twice ``imgsz`` on its long
+side is decoded by libjpeg at 1/2, 1/4 or 1/8 scale and then resized to the same size as before, so
+its pixels differ slightly from a full decode + resize (the sizes and labels do not). Validation
+samples, smaller images, the other formats and every other step give the same pixels as before
+(``tests/test_data_levers.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from yolov9k.data.image_cache import (
 )
 from yolov9k.data.images import read_image
 from yolov9k.data.labels import Sample
+from yolov9k.errors import OptionError
 
 __all__ = ["YoloDataset", "collate_fn", "MIN_POOL"]
 
@@ -157,7 +164,7 @@ class YoloDataset(Dataset):
         self.cache_dir = cache_dir
         mode = str(cache) if isinstance(cache, str) else ("ram" if cache else "false")
         if mode not in CACHE_MODES:
-            raise ValueError(f"cache={cache!r}: expected one of {CACHE_MODES}")
+            raise OptionError("cache", cache, f"expected one of {', '.join(CACHE_MODES)}")
         self.cache = "false"
         if mode != "false":
             self.cache_images(mode)
@@ -215,7 +222,8 @@ class YoloDataset(Dataset):
     # ---- images: decoded once per batch, or from the cache ------------------------------------------------
     def _decode(self, index: int) -> np.ndarray:
         """RGB image of sample ``index`` resized so its long side is ``imgsz`` (from the file)."""
-        img = read_image(self.samples[index].im_file, rgb=True, reduce_to=self.imgsz)
+        reduce_to = self.imgsz if self.augment else None  # validation pixels stay those of a full decode
+        img = read_image(self.samples[index].im_file, rgb=True, reduce_to=reduce_to)
         return resize_long_side(img, self.imgsz, self.augment, from_shape=self.samples[index].shape)
 
     def load_image(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -240,7 +248,7 @@ class YoloDataset(Dataset):
         """Fill the image cache (``mode`` "ram" or "disk"); see ``yolov9k.data.image_cache``.
 
         Raises:
-            ValueError: one line, when the disk cache would not fit in its folder's free space.
+            ConfigError: one line, when the disk cache would not fit in its folder's free space.
         """
         need, n = cache_bytes(self.samples, self.imgsz), len(self.samples)
         if mode == "ram":

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from yolov9k.data.labels import Sample, _dir_writable, default_cache_dir, img2label_paths
+from yolov9k.errors import ConfigError
 
 __all__ = ["CACHE_MODES", "RAM_FRACTION", "resized_shape", "cache_bytes", "available_memory", "DiskCache"]
 
@@ -96,11 +97,11 @@ class DiskCache:
         return self.folder / f"{Path(im_file).stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
     def check_space(self, need: int) -> None:
-        """Refuse (ValueError, one line) when the folder's disk has less free space than ``need``."""
+        """Refuse (ConfigError, one line) when the folder's disk has less free space than ``need``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.folder).free
         if need > free:
-            raise ValueError(f"cache=disk needs {gib(need)} in {self.folder}, {gib(free)} free there")
+            raise ConfigError(f"cache=disk needs {gib(need)} in {self.folder}, {gib(free)} free there")
 
     def load(self, sample: Sample, decode: Callable[[], np.ndarray]) -> np.ndarray:
         """The cached image of ``sample``; decoded with ``decode()`` and written when absent or bad."""
