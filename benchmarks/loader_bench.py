@@ -26,7 +26,10 @@ ultralytics_run.py)::
         --out /tmp/loader.json
 
 A peer whose paths are not given (or do not exist) is skipped with a note. ``--impls`` may add
-variants of ours: ``ours:cache=ram`` (decoded images kept in RAM, ``--cache ram``).
+variants of ours, each a lever switched: ``ours:cache=ram`` (decoded images kept in RAM, ``--cache
+ram``), ``ours:pool=0`` (one ``__getitem__`` per sample: mosaic partners from the whole data set,
+every tile decoded), ``ours:reduce=0`` (JPEGs always decoded at full size), and ``before`` (ours as
+it is in another checkout, run by ``--before-python``: the figure before the speed work).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ def _build_ours(images: Path, kind: str, imgsz: int, batch: int, options: dict):
     from yolov9k.data import YoloDataset, collate_fn, scan_dataset
 
     samples, _ = scan_dataset(sorted(images.glob("*.jpg")), nc=NC, use_cache=False)
+    if options.get("reduce") == "0":  # the reduced-size JPEG decoding lever off
+        import yolov9k.data.dataset as dataset_mod
+
+        read = dataset_mod.read_image
+        dataset_mod.read_image = lambda f, **kw: read(f, **{**kw, "reduce_to": None})
     cache = options.get("cache", "false")
     if kind == "val":
         ds = YoloDataset(samples, imgsz, augment=False, rect=True, batch_size=batch, stride=32, pad=0.5)
@@ -77,6 +85,8 @@ def _build_ours(images: Path, kind: str, imgsz: int, batch: int, options: dict):
     if cache != "false" and hasattr(ds, "cache_images"):
         ds.cache_images(cache)
     fetch = getattr(ds, "__getitems__", None) or (lambda idx: [ds[i] for i in idx])
+    if options.get("pool") == "0":  # the batch-pool lever off
+        fetch = lambda idx: [ds[i] for i in idx]  # noqa: E731
 
     def epoch(r: int) -> None:
         ds.set_epoch(r)
@@ -154,7 +164,12 @@ def serve(args: argparse.Namespace) -> None:
     options = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
     if args.official:
         options["repo"] = args.official
-    build = {"ours": _build_ours, "official": _build_official, "ultralytics": _build_ultralytics}[impl]
+    build = {
+        "ours": _build_ours,
+        "before": _build_ours,
+        "official": _build_official,
+        "ultralytics": _build_ultralytics,
+    }[impl]
     n, epoch, get_batch, np = build(Path(args.folder), args.kind, args.imgsz, args.batch, options)
     import cv2
     import torch
@@ -243,6 +258,11 @@ def _pythons(args: argparse.Namespace) -> dict[str, str]:
         impl = spec.partition(":")[0]
         if impl == "ours":
             out[spec] = sys.executable
+        elif impl == "before":
+            if args.before_python and Path(args.before_python).exists():
+                out[spec] = args.before_python
+            else:
+                print("note: before skipped (--before-python needed)", file=sys.stderr)
         elif impl == "official":
             ok = args.official and args.official_python and Path(args.official, "utils").is_dir()
             if ok and Path(args.official_python).exists():
@@ -327,7 +347,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--official", default=None, help="work tree of WongKinYiu/yolov9 (/tmp/official-yolov9)")
     p.add_argument("--official-python", default=None, help="the Python that runs the official code")
     p.add_argument("--ul-python", default=None, help="the Python of an ultralytics venv")
-    p.add_argument("--impls", default="ours,official,ultralytics", help="loaders (and ours:cache=ram)")
+    p.add_argument("--before-python", default=None, help="a Python with an earlier yolov9k installed")
+    p.add_argument(
+        "--impls", default="ours,official,ultralytics", help="loaders, comma-separated (see the docstring)"
+    )
     p.add_argument("--kinds", default="mosaic,letterbox,val")
     p.add_argument("--long-sides", default="640,1280", help="long sides of the generated image sets")
     p.add_argument(
