@@ -1,8 +1,8 @@
 """Single levers of the loader, old and new side by side in one process (rounds alternating).
 
-``hsv``: the HSV jitter's table pass on a 640 x 640 image: split + three 1-channel LUTs + merge (before)
-against one 3-channel LUT (now); the colour conversions around it are the same in both and not
-timed. Example::
+``hsv``: the HSV jitter's table pass on a 640 x 640 image: split + three 1-channel LUTs + merge (what
+``augment_hsv`` does) against one 3-channel LUT (measured slower: not taken, see RESULTS.md); the
+colour conversions around it are the same in both and not timed. Example::
 
     python benchmarks/loader_levers.py --rounds 7
 """

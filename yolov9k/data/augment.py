@@ -219,12 +219,12 @@ def augment_hsv(
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
+    hue, sat, val = cv2.split(hsv)
     x = np.arange(0, 256, dtype=r.dtype)
-    lut = np.empty((256, 1, 3), np.uint8)  # one table per channel: one LUT pass, no split / merge
-    lut[:, 0, 0] = (x * r[0]) % 180  # OpenCV hue range is [0, 180)
-    lut[:, 0, 1] = np.clip(x * r[1], 0, 255)
-    lut[:, 0, 2] = np.clip(x * r[2], 0, 255)
-    cv2.LUT(hsv, lut, dst=hsv)
+    lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue range is [0, 180)
+    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
+    cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)), dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if rgb else cv2.COLOR_HSV2BGR, dst=img)
     return img
 
