@@ -123,7 +123,7 @@ def samples(tmp_path_factory) -> list[Sample]:
 def test_val_item_maps_back_to_original(samples):
     ds = YoloDataset(samples, imgsz=128, augment=False)
     img, lab, f, shapes = ds[0]
-    assert img.dtype == torch.uint8 and img.shape == (3, 128, 128) and img.is_contiguous()
+    assert img.dtype == torch.uint8 and img.shape == (3, 128, 128) and img.permute(1, 2, 0).is_contiguous()
     assert f == samples[0].im_file and lab[:, 0].eq(0).all()
     (h0, w0), ratio_pad = shapes
     assert (h0, w0) == (100, 200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -212,6 +213,32 @@ def test_cache_reuse_invalidation_and_location(corpus, tmp_path_factory, monkeyp
     beside.write_text("{not json")  # a damaged cache is rebuilt, not fatal
     scan_dataset(files, nc=3, cache_dir=cache_dir)
     assert len(calls) == 4 and json.loads(beside.read_text())["version"] == labels_mod.CACHE_VERSION
+
+
+def test_cache_sees_edits_that_keep_size_and_mtime(corpus, tmp_path_factory, monkeypatch):
+    """Issue 22 item 16: label files are keyed on content; images on path, size, mtime and ctime."""
+    files, root = corpus
+    calls = []
+    real = labels_mod._verify_all
+    monkeypatch.setattr(labels_mod, "_verify_all", lambda *a: calls.append(1) or real(*a))
+    cache_dir = tmp_path_factory.mktemp("fallback")
+    scan_dataset(files, nc=3, cache_dir=cache_dir)
+    label = root / "labels" / "train" / "good.txt"
+    st = label.stat()
+    label.write_text(GOOD_LABEL.replace("0 0.5", "2 0.5"))  # same size, new class
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime
+    assert label.stat().st_size == st.st_size and label.stat().st_mtime_ns == st.st_mtime_ns
+    samples, _ = scan_dataset(files, nc=3, cache_dir=cache_dir)
+    assert len(calls) == 2
+    good = next(s for s in samples if s.im_file.endswith("good.jpg"))
+    assert good.labels[:, 0].tolist() == [2.0]
+    image = root / "images" / "train" / "polygon.jpg"  # replaced by a truncated file of the same size
+    st = image.stat()
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _, stats = scan_dataset(files, nc=3, cache_dir=cache_dir)
+    assert len(calls) == 3 and sum(stats.corrupt.values()) == 5  # the ctime changed: rescanned
 
 
 def test_read_only_dataset_uses_cache_dir(corpus, tmp_path_factory, monkeypatch):

@@ -1,8 +1,9 @@
-"""Training augmentations of the YOLOv9 recipe, on BGR uint8 images and pixel-xyxy labels.
+"""Training augmentations of the YOLOv9 recipe, on uint8 images and pixel-xyxy labels.
 
-Labels in this module are float32 (n, 5) ``[cls, x1, y1, x2, y2]`` in pixels of the image they go with,
-except the flips, which work on normalized ``[cls, cx, cy, w, h]``. Every random draw comes from the
-``numpy.random.Generator`` passed in, so a sample is reproducible from its seed.
+Images are uint8 (H, W, 3) in either channel order (the data set works in RGB; ``augment_hsv`` is
+told which). Labels in this module are float32 (n, 5) ``[cls, x1, y1, x2, y2]`` in pixels of the
+image they go with, except the flips, which work on normalized ``[cls, cx, cy, w, h]``. Every random
+draw comes from the ``numpy.random.Generator`` passed in, so a sample is reproducible from its seed.
 
 Order in the data set (as the official loader): mosaic (4 images on a 2s x 2s canvas) -> random
 perspective cropping back to s x s -> mixup with a second mosaic -> HSV -> up-down / left-right flips.
@@ -30,7 +31,11 @@ PAD_VALUE = 114
 
 
 def mosaic4(
-    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], s: int, center: tuple[int, int]
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    s: int,
+    center: tuple[int, int],
+    canvas: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tile four images around ``center`` on a (2s, 2s) canvas filled with 114.
 
@@ -40,11 +45,16 @@ def mosaic4(
         s: target image size in pixels.
         center: (xc, yc) mosaic centre in canvas pixels; tiles go top-left, top-right, bottom-left,
             bottom-right of it and are cropped at the canvas edge.
+        canvas: optional (2s, 2s, 3) uint8 buffer to draw on (reused between calls: a fresh 2s x 2s
+            array costs more in page faults than the drawing itself).
     Returns:
         (canvas (2s, 2s, 3) uint8, labels (n, 5) ``[cls, x1, y1, x2, y2]`` canvas pixels clipped to [0, 2s]).
     """
     xc, yc = center
-    canvas = np.full((2 * s, 2 * s, images[0].shape[2]), PAD_VALUE, dtype=np.uint8)
+    shape = (2 * s, 2 * s, images[0].shape[2])
+    if canvas is None or canvas.shape != shape or canvas.dtype != np.uint8:
+        canvas = np.empty(shape, dtype=np.uint8)
+    canvas.fill(PAD_VALUE)
     out = []
     for i, (img, lab) in enumerate(zip(images, labels)):
         h, w = img.shape[:2]
@@ -168,40 +178,69 @@ def random_perspective(
 
 
 def mixup(
-    img: np.ndarray, labels: np.ndarray, img2: np.ndarray, labels2: np.ndarray, rng: np.random.Generator
+    img: np.ndarray,
+    labels: np.ndarray,
+    img2: np.ndarray,
+    labels2: np.ndarray,
+    rng: np.random.Generator,
+    rows: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blend two same-size images with ratio ~ Beta(32, 32) and keep both label sets (Zhang et al. 2017)."""
+    """Blend two same-size uint8 images with ratio r ~ Beta(32, 32), keeping both label sets (Zhang 2017).
+
+    Pixels are ``uint8(img * r + img2 * (1 - r))`` computed in float64 (truncated, as the official
+    code), ``rows`` rows at a time into ``img`` (in place): the same values without the ~10 MB float64
+    temporaries of the whole-image expression, about 4x faster.
+    """
     r = rng.beta(32.0, 32.0)
-    out = (img * r + img2 * (1 - r)).astype(np.uint8)
-    return out, np.concatenate((labels, labels2), 0)
+    s = 1 - r
+    buf = np.empty((2, min(rows, img.shape[0]), *img.shape[1:]), dtype=np.float64)
+    for y in range(0, img.shape[0], rows):
+        a, b = buf[0, : min(rows, img.shape[0] - y)], buf[1, : min(rows, img.shape[0] - y)]
+        np.multiply(img[y : y + rows], r, out=a)
+        np.multiply(img2[y : y + rows], s, out=b)
+        np.add(a, b, out=a)
+        img[y : y + rows] = a  # float64 -> uint8 truncates (values are within [0, 255])
+    return img, np.concatenate((labels, labels2), 0)
 
 
 def augment_hsv(
-    img: np.ndarray, rng: np.random.Generator, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5
+    img: np.ndarray,
+    rng: np.random.Generator,
+    hgain: float = 0.5,
+    sgain: float = 0.5,
+    vgain: float = 0.5,
+    rgb: bool = False,
 ) -> np.ndarray:
-    """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a BGR uint8 image."""
+    """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a uint8 image.
+
+    ``rgb``: the image is RGB (else BGR); the HSV values and the result are the same either way.
+    """
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
+    hue, sat, val = cv2.split(hsv)
     x = np.arange(0, 256, dtype=r.dtype)
     lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue range is [0, 180)
     lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
     lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
-    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=img)
+    cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)), dst=hsv)
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if rgb else cv2.COLOR_HSV2BGR, dst=img)
     return img
 
 
-def fliplr(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror left-right; labels (n, 5) normalized ``[cls, cx, cy, w, h]`` get ``cx -> 1 - cx``."""
+def fliplr(img: np.ndarray, labels: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror left-right; labels (n, 5) normalized ``[cls, cx, cy, w, h]`` get ``cx -> 1 - cx``.
+
+    ``inplace`` mirrors ``img`` itself (a contiguous image); labels are always copied.
+    """
     labels = labels.copy()
     labels[:, 1] = 1 - labels[:, 1]
-    return np.ascontiguousarray(img[:, ::-1]), labels
+    return cv2.flip(img, 1, dst=img if inplace else None), labels
 
 
-def flipud(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def flipud(img: np.ndarray, labels: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mirror up-down; labels (n, 5) normalized ``[cls, cx, cy, w, h]`` get ``cy -> 1 - cy``."""
     labels = labels.copy()
     labels[:, 2] = 1 - labels[:, 2]
-    return np.ascontiguousarray(img[::-1]), labels
+    return cv2.flip(img, 0, dst=img if inplace else None), labels

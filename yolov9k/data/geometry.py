@@ -22,18 +22,24 @@ __all__ = [
 ]
 
 
-def resize_long_side(img: np.ndarray, size: int, augment: bool = False) -> np.ndarray:
+def resize_long_side(
+    img: np.ndarray, size: int, augment: bool = False, from_shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Resize so that the longer side is ``size`` pixels, keeping the aspect ratio.
 
     INTER_AREA when shrinking for evaluation, INTER_LINEAR otherwise (as the official loader). The new
-    sides are ``int(side * r)`` with ``r = size / max(h, w)``, at least 1 pixel.
+    sides are ``int(side * r)`` with ``r = size / max(h, w)``, at least 1 pixel, computed from
+    ``from_shape`` (h, w) when given: the original size of an image that was decoded at reduced scale,
+    so that the result has the size a full decode would give.
     """
-    h0, w0 = img.shape[:2]
+    h0, w0 = from_shape if from_shape is not None else img.shape[:2]
     r = size / max(h0, w0)
-    if r == 1:
+    new = (max(1, int(w0 * r)), max(1, int(h0 * r))) if r != 1 else (w0, h0)
+    h, w = img.shape[:2]
+    if (w, h) == new:
         return img
-    interp = cv2.INTER_LINEAR if (augment or r > 1) else cv2.INTER_AREA
-    return cv2.resize(img, (max(1, int(w0 * r)), max(1, int(h0 * r))), interpolation=interp)
+    interp = cv2.INTER_LINEAR if (augment or new[0] > w) else cv2.INTER_AREA
+    return cv2.resize(img, new, interpolation=interp)
 
 
 def letterbox(

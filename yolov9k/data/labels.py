@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolov9k.data.images import ImageReadError, read_image
+from yolov9k.data.images import ImageReadError, InputFileError, probe_image, read_image, read_regular_file
 from yolov9k.errors import InputError
 from yolov9k.io.files import atomic_output
 
@@ -35,10 +35,12 @@ __all__ = [
     "require_boxes",
     "default_cache_dir",
     "CACHE_VERSION",
+    "MAX_LABEL_BYTES",
 ]
 
 LOGGER = logging.getLogger("yolov9k.data")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+MAX_LABEL_BYTES = 16 * 2**20  # bytes of one label file (a file with 100k boxes is about 4 MB)
 COORD_TOLERANCE = 0.01  # box corners up to 1% outside the image are clipped; further out, dropped
 _MAX_LOGGED = 20  # individual warnings per scan; the rest only counted
 
@@ -197,30 +199,42 @@ def parse_label_text(text: str, nc: int) -> tuple[np.ndarray, Counter]:
 # scanning
 
 
+def _read_label_text(lb_file: str) -> str | None:
+    """Text of a label file; None when there is none. Raises InputFileError / UnicodeDecodeError."""
+    try:
+        return read_regular_file(lb_file, MAX_LABEL_BYTES).decode("utf-8")
+    except InputFileError as e:
+        if e.reason == "missing":
+            return None
+        if e.reason == "empty":
+            return ""
+        raise
+
+
 def _verify_pair(im_file: str, lb_file: str, nc: int) -> tuple[Sample | None, ScanStats, list[str]]:
     """Check one image and its label file; never raises."""
     st, msgs = ScanStats(images=1), []
     try:
-        h, w = read_image(im_file).shape[:2]
+        h, w = probe_image(im_file)
     except ImageReadError as e:
         st.corrupt[e.reason] += 1
         return None, st, [f"skipping image: {e}"]
     labels = np.zeros((0, 5), np.float32)
-    if not os.path.isfile(lb_file):
-        st.missing = 1
+    try:
+        text = _read_label_text(lb_file)
+    except (InputFileError, UnicodeDecodeError) as e:
+        st.bad_label_files = 1
+        msgs.append(f"{lb_file}: unreadable label file, image kept as background ({e})")
+        text = ""
     else:
-        try:
-            text = Path(lb_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            st.bad_label_files = 1
-            msgs.append(f"{lb_file}: unreadable label file, image kept as background ({e})")
-            text = None
-        if text is not None:
-            if not text.strip():
-                st.empty = 1
-            labels, st.dropped = parse_label_text(text, nc)
-            if st.dropped:
-                msgs.append(f"{lb_file}: dropped rows {dict(st.dropped)}")
+        if text is None:
+            st.missing = 1
+        elif not text.strip():
+            st.empty = 1
+    if text:
+        labels, st.dropped = parse_label_text(text, nc)
+        if st.dropped:
+            msgs.append(f"{lb_file}: dropped rows {dict(st.dropped)}")
     st.boxes = len(labels)
     return Sample(im_file, (int(h), int(w)), labels), st, msgs
 
@@ -245,18 +259,31 @@ def _verify_all(pairs: Sequence[tuple[str, str]], nc: int, prefix: str) -> tuple
     return samples, stats
 
 
-def _stat_key(path: str) -> list:
+def _image_key(path: str) -> list:
+    """What the cache keys an image on: path, size, mtime and ctime (ns); reading every image is not cheap."""
     try:
         st = os.stat(path)
-        return [path, st.st_size, st.st_mtime_ns]
+        return [path, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     except OSError:
-        return [path, None, None]
+        return [path, None, None, None]
+
+
+def _label_key(path: str) -> str | None:
+    """What the cache keys a label file on: its content (a SHA-256), or its absence / unreadability."""
+    try:
+        text = _read_label_text(path)
+    except (InputFileError, UnicodeDecodeError) as e:
+        return f"unreadable: {getattr(e, 'reason', type(e).__name__)}"
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 def _dataset_hash(im_files: Sequence[str], lb_files: Sequence[str], nc: int) -> str:
+    """Key of a scan: nc, then per pair the image's path / size / mtime / ctime and the label content."""
     h = hashlib.sha256(json.dumps([CACHE_VERSION, nc]).encode())
-    for im, lb in zip(im_files, lb_files):
-        h.update(json.dumps(_stat_key(im) + _stat_key(lb)).encode())
+    with ThreadPoolExecutor(_num_threads()) as pool:
+        label_keys = list(pool.map(_label_key, lb_files))
+    for im, lb, lk in zip(im_files, lb_files, label_keys):
+        h.update(json.dumps([*_image_key(im), lb, lk]).encode())
     return h.hexdigest()
 
 
@@ -315,7 +342,10 @@ def scan_dataset(
     prefix: str = "",
     use_cache: bool = True,
 ) -> tuple[list[Sample], ScanStats]:
-    """Verify images and read their YOLO labels, using a cache keyed by file sizes and mtimes.
+    """Verify images and read their YOLO labels, with a cache of the result.
+
+    The cache is keyed on ``nc``, each label file's content (SHA-256: an edit is always seen) and
+    each image's path, size, mtime and ctime (nanoseconds; images are not read to build the key).
 
     Args:
         image_files: image paths; labels are found with ``img2label_paths``.

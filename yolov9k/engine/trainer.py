@@ -462,7 +462,8 @@ class Trainer:
             ddp.barrier("label scan of rank 0")
         self.train_set = YoloDataset(
             train_samples, self.imgsz, augment=True, hyp=self.hyp, rect=a["rect"],
-            batch_size=self.batch_local, stride=self.grid, pad=0.0, seed=a["seed"],
+            batch_size=self.batch_local, stride=self.grid, pad=0.0, seed=a["seed"], cache=a["cache"],
+            cache_dir=a["cache_dir"],
         )  # fmt: skip
         self.train_loader = build_dataloader(
             self.train_set,
@@ -477,6 +478,7 @@ class Trainer:
             val_set = YoloDataset(
                 val_samples, self.imgsz, augment=False, hyp=self.hyp, rect=True,
                 batch_size=self.batch_local * 2, stride=self.grid, pad=0.5, seed=a["seed"],
+                cache=a["cache"], cache_dir=a["cache_dir"],
             )  # fmt: skip
             self.val_loader = build_dataloader(
                 val_set, self.batch_local * 2, a["workers"], shuffle=False, rank=-1

@@ -100,6 +100,9 @@ _RUN: tuple[Option, ...] = (
            "(torchrun only)", "[1, 604800]"),
     Option("cache_dir", "path", None, "folder for label caches when the data folder is not writable",
            nullable=True),
+    Option("cache", "choice", False, "keep decoded, resized images: ram (bounded by the available memory, "
+           "else disk), disk (.npy files beside the label cache) or false", choices=("ram", "disk", False),
+           aliases=((True, "ram"),)),
     Option("rect", "bool", False, "rectangular (aspect-ratio) training batches, no mosaic"),
     Option("max_nan_skips", "int", 100, "stop the run (one line) once more optimizer steps than this were "
            "skipped for NaN/inf losses or gradients (0: at the first)", "[0, 1000000000]"),
