@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolov9k.data.images import ImageReadError, InputFileError, probe_image, read_image, read_regular_file
+from yolov9k.data.images import ImageReadError, InputFileError, probe_image, read_regular_file
 from yolov9k.errors import InputError
 from yolov9k.io.files import atomic_output
 
