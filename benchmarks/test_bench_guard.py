@@ -24,11 +24,13 @@ def _noop(a: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture
 def guard_on_cpu():
+    _dispatch.define("_guard_bench", reference=_noop)
     _dispatch.register("_guard_bench", "cpp", _noop, native_op="box_iou")
-    _dispatch.register("_guard_bench", "torch", _noop)
-    with _guard.guard_cpu_tensors():
-        yield
-    _dispatch._REGISTRY.pop("_guard_bench", None)
+    try:
+        with _guard.guard_cpu_tensors():
+            yield
+    finally:
+        _dispatch._OPS.pop("_guard_bench", None)
 
 
 @pytest.mark.skipif(not has_native_kernel("box_iou", "CPU"), reason="yolov9k._C not built")
@@ -41,7 +43,7 @@ def test_guard_cost_after_first_call(benchmark, guard_on_cpu, op, path):
     with _dispatch.use_backend("cpp"):
         backend, guarded = _dispatch.select(op, a.device)
     assert backend == "cpp"
-    kernel = _dispatch._REGISTRY[op]["cpp"].fn
+    kernel = _dispatch._OPS[op].impls["cpp"].fn
     fn = guarded if path == "guarded" else kernel
     if path == "guarded":
         assert fn is not kernel and fn.__name__.startswith("guarded_")

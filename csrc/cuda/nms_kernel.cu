@@ -101,7 +101,7 @@ __device__ __forceinline__ DevBoxT<Group> make_box(float x1, float y1, float x2,
   return {x1, y1, x2, y2, __fmul_rn(__fsub_rn(x2, x1), __fsub_rn(y2, y1)), group};
 }
 
-// IoU(a, b) > threshold for boxes of one group; IoU as yolov9k.ops.boxes.box_iou (0 when the
+// IoU(a, b) > threshold for boxes of one group; IoU as yolov9k.ops.box_iou (0 when the
 // union is not positive, so NaN/inf boxes never suppress), compared in double like torchvision.
 template <typename Group>
 __device__ __forceinline__ bool suppresses(const DevBoxT<Group>& a, const DevBoxT<Group>& b, double threshold) {

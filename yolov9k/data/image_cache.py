@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from yolov9k.data.labels import Sample, _dir_writable, default_cache_dir, img2label_paths
 from yolov9k.errors import ConfigError
+from yolov9k.io.files import atomic_output
 
 __all__ = ["CACHE_MODES", "RAM_FRACTION", "resized_shape", "cache_bytes", "available_memory", "DiskCache"]
 
@@ -125,16 +125,9 @@ class DiskCache:
         return img
 
     def write(self, f: Path, img: np.ndarray) -> None:
-        """Write ``img`` to ``f`` atomically (temp file + rename); a failure only costs the cache entry."""
+        """Write ``img`` to ``f`` through the atomic writer; a failure only costs the cache entry."""
         try:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".tmp", dir=f.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, img, allow_pickle=False)
-                os.replace(tmp, f)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_output(f) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, img, allow_pickle=False)
         except OSError as e:
             LOGGER.info("cannot write image cache file %s (%s)", f, e)
