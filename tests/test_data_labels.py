@@ -193,8 +193,8 @@ def test_scan_counts_bad_files_and_writes_nothing(corpus, tmp_path_factory, monk
 def test_cache_reuse_invalidation_and_location(corpus, tmp_path_factory, monkeypatch):
     files, root = corpus
     calls = []
-    real = labels_mod._verify_all
-    monkeypatch.setattr(labels_mod, "_verify_all", lambda *a: calls.append(1) or real(*a))
+    real = labels_mod.verify_in_threads
+    monkeypatch.setattr(labels_mod, "verify_in_threads", lambda *a: calls.append(1) or real(*a))
     cache_dir = tmp_path_factory.mktemp("fallback")
     s1, st1 = scan_dataset(files, nc=3, cache_dir=cache_dir)
     beside = root / "labels" / "train.cache.json"
@@ -219,8 +219,8 @@ def test_cache_sees_edits_that_keep_size_and_mtime(corpus, tmp_path_factory, mon
     """Issue 22 item 16: label files are keyed on content; images on path, size, mtime and ctime."""
     files, root = corpus
     calls = []
-    real = labels_mod._verify_all
-    monkeypatch.setattr(labels_mod, "_verify_all", lambda *a: calls.append(1) or real(*a))
+    real = labels_mod.verify_in_threads
+    monkeypatch.setattr(labels_mod, "verify_in_threads", lambda *a: calls.append(1) or real(*a))
     cache_dir = tmp_path_factory.mktemp("fallback")
     scan_dataset(files, nc=3, cache_dir=cache_dir)
     label = root / "labels" / "train" / "good.txt"

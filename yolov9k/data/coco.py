@@ -25,13 +25,12 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolov9k.data.images import ImageReadError, read_image
-from yolov9k.data.labels import Sample, ScanStats, parse_label_text
+from yolov9k.data.images import ImageReadError, probe_image
+from yolov9k.data.labels import Sample, ScanStats, parse_label_text, verify_in_threads
 from yolov9k.errors import InputError
 from yolov9k.io.limits import MAX_COCO_JSON_BYTES
 from yolov9k.io.textfiles import one_line, read_text_file
@@ -296,10 +295,6 @@ def _read_annotations(
         coco.warn(f"{n} annotations of unknown image_id {shown} dropped")
 
 
-def _num_threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 def _label_rows(boxes: list[tuple[int, list[float]]], w: float, h: float) -> str:
     """YOLO label text of pixel ``[x, y, w, h]`` boxes (top-left) normalized by the image size."""
     rows = []
@@ -308,25 +303,28 @@ def _label_rows(boxes: list[tuple[int, list[float]]], w: float, h: float) -> str
     return "\n".join(rows)
 
 
-def _verify(coco: CocoJson, im: CocoImage, images_dir: Path, nc: int) -> tuple[Sample | None, ScanStats, str]:
-    """Decode one image and make its labels; never raises. Returns (sample, stats, warning or '')."""
+def _verify(
+    coco: CocoJson, im: CocoImage, images_dir: Path, nc: int
+) -> tuple[Sample | None, ScanStats, list[str]]:
+    """Check one image (as the YOLO label scan does) and make its labels; never raises. Returns
+    (sample, stats, warnings)."""
     st = ScanStats(images=1)
     f = str(images_dir / im.file_name)
     try:
-        h, w = read_image(f).shape[:2]
+        h, w = probe_image(f)
     except ImageReadError as e:
         st.corrupt[e.reason] += 1
-        return None, st, f"skipping image: {e}"
+        return None, st, [f"skipping image: {e}"]
     jw, jh = im.width or w, im.height or h
     if (jw, jh) != (w, h):
         st.corrupt["json width/height differ from the image"] += 1
-        return None, st, f"skipping image {f}: the json says {jw:g}x{jh:g} pixels, the image is {w}x{h}"
+        return None, st, [f"skipping image {f}: the json says {jw:g}x{jh:g} pixels, the image is {w}x{h}"]
     boxes = coco.boxes.get(im.id, [])
     if not boxes:
         st.missing = 1
     labels, st.dropped = parse_label_text(_label_rows(boxes, w, h), nc)
     st.boxes = len(labels)
-    return Sample(f, (int(h), int(w)), labels), st, ""
+    return Sample(f, (int(h), int(w)), labels), st, []
 
 
 def load_coco_json(
@@ -356,17 +354,8 @@ def load_coco_json(
     coco.log(prefix)
     stats = ScanStats()
     stats.merge(coco.stats)
-    samples: list[Sample] = []
-    logged = 0
-    with ThreadPoolExecutor(_num_threads()) as pool:
-        for sample, st, warning in pool.map(lambda im: _verify(coco, im, images_dir, nc), coco.images):
-            stats.merge(st)
-            if sample is not None:
-                samples.append(sample)
-            if warning:
-                if logged < _MAX_LOGGED:
-                    LOGGER.warning("%s%s", prefix, warning)
-                logged += 1
+    samples, scanned = verify_in_threads(coco.images, lambda im: _verify(coco, im, images_dir, nc), prefix)
+    stats.merge(scanned)
     LOGGER.info("%s%s: %s", prefix, coco.path.name, stats.summary())
     if not samples:
         raise InputError(f"{prefix}no usable images in {coco.path}: {stats.summary()}")

@@ -15,10 +15,11 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,6 +44,7 @@ CACHE_VERSION = 2
 MAX_LABEL_BYTES = 16 * 2**20  # bytes of one label file (a file with 100k boxes is about 4 MB)
 COORD_TOLERANCE = 0.01  # box corners up to 1% outside the image are clipped; further out, dropped
 _MAX_LOGGED = 20  # individual warnings per scan; the rest only counted
+T = TypeVar("T")
 
 
 @dataclass
@@ -243,10 +245,15 @@ def _num_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _verify_all(pairs: Sequence[tuple[str, str]], nc: int, prefix: str) -> tuple[list[Sample], ScanStats]:
+def verify_in_threads(
+    items: Sequence[T], verify: Callable[[T], tuple[Sample | None, ScanStats, list[str]]], prefix: str
+) -> tuple[list[Sample], ScanStats]:
+    """``verify`` every item in a thread pool (image decoding releases the GIL): the samples kept, in
+    order, and the merged stats; the first ``_MAX_LOGGED`` messages logged, the rest counted. The one
+    scan loop of YOLO label folders and COCO jsons."""
     stats, samples, logged = ScanStats(), [], 0
-    with ThreadPoolExecutor(_num_threads()) as pool:  # cv2 decoding releases the GIL
-        for sample, st, msgs in pool.map(lambda p: _verify_pair(p[0], p[1], nc), pairs):
+    with ThreadPoolExecutor(_num_threads()) as pool:
+        for sample, st, msgs in pool.map(verify, items):
             stats.merge(st)
             if sample is not None:
                 samples.append(sample)
@@ -370,7 +377,8 @@ def scan_dataset(
         samples, stats = cached
         LOGGER.info("%sloaded label cache: %s", prefix, stats.summary())
     else:
-        samples, stats = _verify_all(list(zip(im_files, lb_files)), nc, prefix)
+        pairs = list(zip(im_files, lb_files))
+        samples, stats = verify_in_threads(pairs, lambda p: _verify_pair(p[0], p[1], nc), prefix)
         LOGGER.info("%sscanned: %s", prefix, stats.summary())
         if paths:
             _write_cache(paths, key, samples, stats)
