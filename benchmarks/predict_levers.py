@@ -9,7 +9,8 @@ Two parts, both over the inputs of ``predict_data.py`` and the calibrated random
   Medians in ms per image, split by the photos' long side (640 / 1280).
 * ``plans``: ``predict()`` over the same photos (or the video) under execution plans that switch
   one lever at a time: square letterbox -> stride padding, NCHW -> channels_last, one worker on
-  every thread -> two workers on half each, batch sizes. Images per second, median over rounds.
+  every thread -> two workers on half each, batch sizes, 1x1 convs through oneDNN. Images per
+  second, median over rounds.
 
     python benchmarks/predict_levers.py stages --model gelan-s
     python benchmarks/predict_levers.py plans --model gelan-s --photos 30 --rounds 3
@@ -92,8 +93,11 @@ PLANS = {
     "stride nchw 1x2 b1": Plan(1, 2, 1, channels_last=False),
     "stride nhwc 1x2 b1": Plan(1, 2, 1, channels_last=True),
     "stride nhwc 1x2 b4": Plan(1, 2, 4, channels_last=True),
-    "stride nhwc 2x1 b1 (default)": Plan(2, 1, 1, channels_last=True),
+    "stride nhwc 2x1 b1 (default before 1x1 oneDNN)": Plan(2, 1, 1, channels_last=True),
     "stride nhwc 2x1 b4": Plan(2, 1, 4, channels_last=True),
+    "stride nchw 2x1 b1": Plan(2, 1, 1, channels_last=False),
+    "stride nhwc 1x2 b1 onednn1x1": Plan(1, 2, 1, channels_last=True, onednn_1x1=True),
+    "stride nhwc 2x1 b1 onednn1x1 (default)": Plan(2, 1, 1, channels_last=True, onednn_1x1=True),
 }
 
 

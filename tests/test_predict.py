@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from yolov9k.api.model_source import OneDNNConv2d, inference_copies, use_onednn_1x1
 from yolov9k.api.predict import (
     Plan,
     PredictStream,
@@ -300,6 +301,7 @@ def test_plans_give_the_same_results_in_source_order(demo, model, tmp_path):
 def test_default_plans():
     cpu = plan_for(torch.device("cpu"))
     assert cpu.batch == 1 and cpu.channels_last and cpu.dtype == torch.float32 and not cpu.square
+    assert cpu.onednn_1x1
     assert cpu.workers * cpu.threads <= max(torch.get_num_threads(), 1)
     cuda = plan_for(torch.device("cuda"))
     assert cuda.dtype == torch.float16 and cuda.batch == 8
@@ -576,3 +578,33 @@ def test_detections_equal_those_of_the_pipeline_before(demo, model):
             np.testing.assert_allclose(r["boxes"], boxes, atol=1e-3)
             np.testing.assert_allclose(r["scores"], scores, atol=1e-5)
         assert n > 0
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_onednn_1x1_convs_give_the_same_maps(model, channels_last, monkeypatch):
+    """Issue 21: the inference copies' 1x1 convs run oneDNN's convolution (counted), with the maps
+    of ATen's own path to float rounding; the state dict is unchanged."""
+    ref_net, net = inference_copies(model, 2, channels_last=channels_last)
+    assert use_onednn_1x1(net) > 10
+    assert net.state_dict().keys() == ref_net.state_dict().keys()
+    calls = []
+    real = torch.mkldnn_convolution
+
+    def counting(*args):
+        calls.append(args[1].shape)
+        return real(*args)
+
+    monkeypatch.setattr(torch, "mkldnn_convolution", counting)
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = ref_net.forward_main(x), net.forward_main(x)
+        y_want, y_got = ref_net(x), net(x)
+    assert calls and all(tuple(w[2:]) == (1, 1) for w in calls)
+    assert not isinstance(ref_net.model[0].conv, OneDNNConv2d)
+    for a, b in zip(want, got):
+        assert a.abs().max() > 0.1
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y_got, y_want, rtol=1e-4, atol=1e-3)

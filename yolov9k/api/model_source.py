@@ -25,6 +25,8 @@ __all__ = [
     "to_inference_model",
     "inference_copies",
     "cpu_workers",
+    "OneDNNConv2d",
+    "use_onednn_1x1",
     "LOGGER",
 ]
 
@@ -105,6 +107,7 @@ def inference_copies(
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
     owned: bool = False,
+    onednn_1x1: bool = False,
 ) -> list[nn.Module]:
     """``copies`` independent inference models (one per prediction worker: a forward pass caches
     anchors in its head, so two threads never share one).
@@ -116,8 +119,11 @@ def inference_copies(
             model untouched.
         dtype: weight dtype (float16 for fp16 inference).
         channels_last: NHWC memory format (faster on CPU: ``benchmarks/RESULTS.md``, issue 21).
+        onednn_1x1: 1x1 convs as :class:`OneDNNConv2d` (CPU float32; see :func:`use_onednn_1x1`).
     """
     base = model if owned else to_inference_model(model)
+    if onednn_1x1:
+        use_onednn_1x1(base)
     for p in base.parameters():
         p.requires_grad_(False)
     base = base.to(dtype=dtype)
@@ -135,3 +141,41 @@ def cpu_workers(threads: int) -> tuple[int, int]:
     """
     workers = 2 if threads >= 2 else 1
     return workers, max(1, threads // workers)
+
+
+class OneDNNConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose CPU float32 forward always runs oneDNN's convolution (same parameters).
+
+    ATen sends a 1x1 convolution of a small batch on one thread to its own GEMM path
+    (``_slow_conv2d_forward``, chosen when that was faster single-threaded), every other CPU float32
+    convolution to oneDNN. With channels_last maps on a 2-core AMD EPYC (AVX-512), one thread per
+    prediction worker, oneDNN is faster: gelan-c forward 0.92 vs 1.01 s, gelan-s 278 vs 288 ms
+    (``benchmarks/RESULTS.md``, issue 21). The sums are the same up to float rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+        ):
+            return torch.mkldnn_convolution(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super().forward(x)
+
+
+def use_onednn_1x1(model: nn.Module) -> int:
+    """Turn ``model``'s plain 1x1 ``nn.Conv2d`` layers into :class:`OneDNNConv2d` (in place: the
+    class changes, parameters and state-dict keys stay); a no-op without oneDNN. Returns how many."""
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    n = 0
+    for m in model.modules():
+        if type(m) is nn.Conv2d and m.kernel_size == (1, 1):
+            m.__class__ = OneDNNConv2d
+            n += 1
+    return n

@@ -15,7 +15,8 @@ A run is a pipeline of three stages:
 Workers (:class:`Plan`): on CPU two, each running whole images on half the threads, the model in
 channels_last (on a 2-core AMD EPYC whose ATen kernels are AVX-512: 2.9 images/s NCHW on two
 threads, 4.4 channels_last, 6.6 with two one-thread workers; not measured on an AVX2-only CPU:
-``benchmarks/RESULTS.md``, issue 21); OpenCV and torch release the GIL, so one worker decodes and
+``benchmarks/RESULTS.md``, issue 21), the 1x1 convs through oneDNN (ATen's own one-thread path is
+slower there: gelan-c 2.23 vs 2.09 images/s); OpenCV and torch release the GIL, so one worker decodes and
 annotates while the other runs its forward pass. On CUDA two workers, each on its own stream with
 pinned input buffers, 8 images per batch and fp16 by default. At most ``workers + 1`` chunks are in
 flight, so memory stays bounded however long the input (``stream=True`` keeps no results either).
@@ -126,7 +127,8 @@ class Plan:
 
     Attributes: workers (threads running chunks), threads (torch threads per worker; None: leave
     as they are), batch (frames per chunk), dtype (model and input), channels_last (NHWC model),
-    square (letterbox to ``imgsz`` x ``imgsz`` instead of the stride: validation's shape).
+    square (letterbox to ``imgsz`` x ``imgsz`` instead of the stride: validation's shape), onednn_1x1
+    (1x1 convs through oneDNN on CPU: ``model_source.OneDNNConv2d``).
     """
 
     workers: int
@@ -135,6 +137,7 @@ class Plan:
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
     square: bool = False
+    onednn_1x1: bool = False
 
 
 def plan_for(device: torch.device, half: bool | None = None, batch: int | None = None) -> Plan:
@@ -142,7 +145,7 @@ def plan_for(device: torch.device, half: bool | None = None, batch: int | None =
     if device.type == "cuda":
         return Plan(2, None, batch or 8, torch.float32 if half is False else torch.float16)
     workers, threads = cpu_workers(torch.get_num_threads())
-    return Plan(workers, threads, batch or 1, torch.float32, channels_last=True)
+    return Plan(workers, threads, batch or 1, torch.float32, channels_last=True, onednn_1x1=True)
 
 
 @dataclass
@@ -230,7 +233,7 @@ def _prepare(model: nn.Module | str | os.PathLike, source: Any, **kw: Any) -> _R
     plan = kw.get("plan") or plan_for(dev, kw["half"], kw["batch"])
     models: queue.SimpleQueue = queue.SimpleQueue()
     for m in inference_copies(
-        net, plan.workers, plan.dtype, plan.channels_last, not isinstance(model, nn.Module)
+        net, plan.workers, plan.dtype, plan.channels_last, not isinstance(model, nn.Module), plan.onednn_1x1
     ):
         models.put(m)
     save, save_txt, save_json = kw["save"], kw["save_txt"], kw["save_json"]
