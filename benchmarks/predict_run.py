@@ -22,11 +22,13 @@ Peers run in their own environments and are optional (a missing one is left out)
 
 ``--before DIR`` adds yolov9k as it was (a folder holding an older ``yolov9k`` package, found first
 on ``PYTHONPATH``; e.g. ``git archive <commit> yolov9k kernels`` with ``kernels`` moved into it and the
-built ``_C`` copied in). Each timed command appends one JSON line to ``--out`` (tool, series, model,
-round, wall seconds, peak RSS of the process, exit code, the speed line it printed); ``--summary``
-prints the table of medians and ratios of such files. The official tree is copied to
-``<work>/official`` and patched there (``torch.load(..., weights_only=False)`` in
-``models/experimental.py``: torch >= 2.6 refuses its pickled checkpoints otherwise).
+built ``_C`` copied in). ``--ours-python`` runs yolov9k with another interpreter (e.g. a venv with
+the peers' torch and this tree installed). Each timed command appends one JSON line to ``--out``
+(tool, series, model, torch versions, round, wall seconds, peak RSS of the process, exit code, the
+speed line it printed); ``--summary`` prints the table of medians and ratios of such files. The
+official tree is copied to ``<work>/official`` and patched there (``torch.load(...,
+weights_only=False)`` in ``models/experimental.py``: torch >= 2.6 refuses its pickled checkpoints
+otherwise).
 """
 
 from __future__ import annotations
@@ -179,7 +181,8 @@ def command(tool: str, args: argparse.Namespace, weights: Path, source: Path, sa
     """(argv, cwd, env) of one tool's predict command."""
     imgsz, conf, iou = COMMON["imgsz"], COMMON["conf"], COMMON["iou"]
     if tool in ("yolov9k", "yolov9k-before"):
-        argv = [sys.executable, "-m", "yolov9k", "predict", "--model", str(weights), "--source", str(source)]
+        python = args.ours_python or sys.executable
+        argv = [python, "-m", "yolov9k", "predict", "--model", str(weights), "--source", str(source)]
         argv += ["--imgsz", str(imgsz), "--conf", str(conf), "--iou", str(iou), "--device", "cpu"]
         argv += ["--save", str(save).lower(), "--project", str(out), "--name", "r"]
         before = {**os.environ, "PYTHONPATH": str(args.before)} if tool == "yolov9k-before" else None
@@ -232,6 +235,11 @@ def run_series(args: argparse.Namespace) -> None:
     kind, mode = args.series.split("-")
     source, save = (photos if kind == "photos" else video), mode == "save"
     info = {"machine": machine(), "commit": commit(), "series": args.series, "model": args.model}
+    info["torch"] = {t: torch_version(args.ours_python or sys.executable) for t in tools if t == "yolov9k"}
+    if args.ul_python and "ultralytics" in tools:
+        info["torch"]["ultralytics"] = torch_version(args.ul_python)
+    if args.official and "official" in tools:
+        info["torch"]["official"] = torch_version(args.official_python)
     for r in range(args.first_round, args.first_round + args.rounds):
         for tool in tools[r % len(tools) :] + tools[: r % len(tools)]:
             out = args.work / "runs" / tool
@@ -245,6 +253,14 @@ def run_series(args: argparse.Namespace) -> None:
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             shutil.rmtree(out, ignore_errors=True)
+
+
+def torch_version(python: str) -> str:
+    """``torch.__version__`` in the environment of ``python``."""
+    r = subprocess.run(
+        [python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
+    return r.stdout.strip() or "?"
 
 
 def machine() -> str:
@@ -304,6 +320,9 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=100)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--cls-bias", type=float, default=-5.0)
+    p.add_argument(
+        "--ours-python", default=None, help="python that runs yolov9k (default: this one), e.g. another torch"
+    )
     p.add_argument("--ul-python", default=None, help="python of an environment with ultralytics")
     p.add_argument("--official", type=Path, default=None, help="a WongKinYiu/yolov9 work tree")
     p.add_argument("--official-python", default=None, help="python that runs the official code")
