@@ -186,7 +186,8 @@ def command(tool: str, args: argparse.Namespace, weights: Path, source: Path, sa
         argv += ["--imgsz", str(imgsz), "--conf", str(conf), "--iou", str(iou), "--device", "cpu"]
         argv += ["--save", str(save).lower(), "--project", str(out), "--name", "r"]
         before = {**os.environ, "PYTHONPATH": str(args.before)} if tool == "yolov9k-before" else None
-        return argv, None, before
+        # another interpreter imports its installed yolov9k, not this tree's (cwd is on sys.path for -m)
+        return argv, args.work if args.ours_python else None, before
     if tool == "ultralytics":
         argv = [args.ul_python, "-c", UL_ENTRY, "predict", f"model={weights}", f"source={source}"]
         argv += [f"imgsz={imgsz}", f"conf={conf}", f"iou={iou}", "device=cpu", f"save={save}"]
