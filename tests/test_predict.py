@@ -494,6 +494,7 @@ def test_outputs_are_atomic_and_a_full_disk_names_the_file(demo, model, tmp_path
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.timeout(120)  # a regression that opens the FIFO would block forever: fail instead
 def test_special_files_are_counted_skips_not_hangs(model, demo, tmp_path):
     """Item 2: a FIFO named like a video or an image, and a link to /dev/zero, are skipped in seconds."""
     folder = tmp_path / "src"
