@@ -38,7 +38,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from yolov9k.data.augment import augment_hsv, fliplr, flipud, mixup, mosaic4, random_perspective
+from yolov9k.data.augment import (
+    augment_hsv,
+    fliplr,
+    flipud,
+    mixup,
+    mosaic4,
+    perspective_matrix,
+    random_perspective,
+    source_roi,
+    warp,
+)
 from yolov9k.data.geometry import letterbox, resize_long_side, xywhn2xyxy, xyxy2xywhn
 from yolov9k.data.hyp import resolve_hyp
 from yolov9k.data.image_cache import (
@@ -161,6 +171,7 @@ class YoloDataset(Dataset):
         self._disk: DiskCache | None = None
         self._memo: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = None  # images of one batch
         self._canvas: np.ndarray | None = None  # the mosaic canvas, reused
+        self._hsv_planes: list[np.ndarray] | None = None  # the HSV jitter's channel buffers, reused
         self.cache_dir = cache_dir
         mode = str(cache) if isinstance(cache, str) else ("ram" if cache else "false")
         if mode not in CACHE_MODES:
@@ -276,16 +287,29 @@ class YoloDataset(Dataset):
         self, index: int, rng: np.random.Generator, pool: Sequence[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mosaic of ``index`` and 3 random samples (from ``pool``, else the data set), randomly
-        transformed to (s, s); pixel-xyxy labels."""
+        transformed to (s, s); pixel-xyxy labels.
+
+        The transform is drawn before the tiles are placed (the draws are in the same order as
+        ``random_perspective``'s: placing the tiles draws nothing), so that only the part of the canvas
+        the warp reads (``source_roi``) is drawn: the same pixels, ~half the canvas work on average.
+        """
         s = self.imgsz
         xc, yc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
         indices = [index, *self._draw(rng, 3, pool)]
         rng.shuffle(indices)
+        h = self.hyp
+        m, gain, out_shape = perspective_matrix(
+            rng, (2 * s, 2 * s), h["degrees"], h["translate"], h["scale"], h["shear"], h["perspective"],
+            self.mosaic_border,
+        )  # fmt: skip
+        projective = bool(h["perspective"])
+        roi = None if projective else source_roi(m, out_shape, (2 * s, 2 * s))
         images = [self.load_image(i)[0] for i in indices]
         if self._canvas is None:
             self._canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
-        img, labels = mosaic4(images, [self.samples[i].labels for i in indices], s, (xc, yc), self._canvas)
-        return self._perspective(img, labels, rng, self.mosaic_border)
+        labels = [self.samples[i].labels for i in indices]
+        img, labels = mosaic4(images, labels, s, (xc, yc), self._canvas, roi)
+        return warp(img, labels, m, gain, out_shape, projective)
 
     def _draw(self, rng: np.random.Generator, k: int, pool: Sequence[int] | None) -> list[int]:
         """``k`` uniform draws from ``pool`` (a batch), or from the data set without one."""
@@ -349,7 +373,9 @@ class YoloDataset(Dataset):
         if len(labels):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
-            augment_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rgb=True)
+            if self._hsv_planes is None or self._hsv_planes[0].shape != img.shape[:2]:
+                self._hsv_planes = [np.empty(img.shape[:2], np.uint8) for _ in range(3)]
+            augment_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rgb=True, planes=self._hsv_planes)
             if rng.random() < hyp["flipud"]:
                 img, labels = flipud(img, labels, inplace=True)
             if rng.random() < hyp["fliplr"]:
