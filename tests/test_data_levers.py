@@ -336,3 +336,24 @@ def test_xyxy2xywhn_in_numpy_equals_the_torch_conversion():
         ref[:, [0, 2]] /= w
         ref[:, [1, 3]] /= h
         np.testing.assert_array_equal(xyxy2xywhn(x, w, h), ref)
+
+
+@pytest.mark.parametrize("hyp", list(ROI_HYPS.values())[:3], ids=list(ROI_HYPS)[:3])
+def test_hsv_converts_only_the_rows_with_content_and_gives_the_same_pixels(samples, hyp):
+    """Lever without a pixel change: outside ``content_rect`` a warped mosaic is all pad; the HSV jitter
+    converts the rows that hold content and copies one converted pad row to the others."""
+    from yolov9k.data.augment import PAD_VALUE, augment_hsv
+
+    ds = YoloDataset(samples, imgsz=128, augment=True, hyp={**hyp, "mixup": 0.0}, seed=5)
+    skipped = 0
+    for seed in range(150):
+        img, _, content = ds._mosaic(seed % len(ds), np.random.default_rng(seed), None)
+        x1, y1, x2, y2 = content
+        outside = np.ones(img.shape[:2], bool)
+        outside[y1:y2, x1:x2] = False
+        assert (img[outside] == PAD_VALUE).all(), seed  # the rectangle's claim
+        skipped += y2 - y1 < img.shape[0]
+        ref = augment_hsv(img.copy(), np.random.default_rng(seed), 0.015, 0.7, 0.4, rgb=True)
+        out = augment_hsv(img.copy(), np.random.default_rng(seed), 0.015, 0.7, 0.4, rgb=True, content=content)
+        np.testing.assert_array_equal(out, ref, err_msg=f"seed {seed}")
+    assert skipped > 20  # the lever was exercised

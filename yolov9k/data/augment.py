@@ -20,6 +20,8 @@ import numpy as np
 __all__ = [
     "mosaic4",
     "random_perspective",
+    "tile_rects",
+    "content_rect",
     "perspective_matrix",
     "source_roi",
     "warp",
@@ -56,28 +58,15 @@ def mosaic4(
     Returns:
         (canvas (2s, 2s, 3) uint8, labels (n, 5) ``[cls, x1, y1, x2, y2]`` canvas pixels clipped to [0, 2s]).
     """
-    xc, yc = center
     shape = (2 * s, 2 * s, images[0].shape[2])
     if canvas is None or canvas.shape != shape or canvas.dtype != np.uint8:
         canvas = np.empty(shape, dtype=np.uint8)
     rx1, ry1, rx2, ry2 = roi if roi is not None else (0, 0, 2 * s, 2 * s)
     canvas[ry1:ry2, rx1:rx2] = PAD_VALUE
     out = []
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    rects = tile_rects([im.shape[:2] for im in images], s, center)
+    for img, lab, (x1a, y1a, x2a, y2a, padw, padh) in zip(images, labels, rects):
         h, w = img.shape[:2]
-        if i == 0:  # top left: the tile's bottom-right corner sits at the centre
-            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
-            x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
-        elif i == 1:  # top right
-            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
-            x1b, y1b = 0, h - (y2a - y1a)
-        elif i == 2:  # bottom left
-            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
-            x1b, y1b = w - (x2a - x1a), 0
-        else:  # bottom right
-            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
-            x1b, y1b = 0, 0
-        padw, padh = x1a - x1b, y1a - y1b  # canvas offset of the tile's (0, 0)
         cx1, cy1, cx2, cy2 = max(x1a, rx1), max(y1a, ry1), min(x2a, rx2), min(y2a, ry2)  # tile within roi
         if cx1 < cx2 and cy1 < cy2:
             canvas[cy1:cy2, cx1:cx2] = img[cy1 - padh : cy2 - padh, cx1 - padw : cx2 - padw]
@@ -92,6 +81,62 @@ def mosaic4(
     merged = np.concatenate(out, 0)
     np.clip(merged[:, 1:], 0, 2 * s, out=merged[:, 1:])
     return canvas, merged
+
+
+def tile_rects(
+    shapes: Sequence[tuple[int, int]], s: int, center: tuple[int, int]
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Where ``mosaic4`` puts four tiles of ``shapes`` (h, w): per tile its canvas rectangle
+    (x1, y1, x2, y2) (cropped at the canvas edge) and the canvas offset (padw, padh) of its pixel (0, 0)."""
+    xc, yc = center
+    out = []
+    for i, (h, w) in enumerate(shapes):
+        if i == 0:  # top left: the tile's bottom-right corner sits at the centre
+            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+            x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
+        elif i == 1:  # top right
+            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
+            x1b, y1b = 0, h - (y2a - y1a)
+        elif i == 2:  # bottom left
+            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
+            x1b, y1b = w - (x2a - x1a), 0
+        else:  # bottom right
+            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
+            x1b, y1b = 0, 0
+        out.append((x1a, y1a, x2a, y2a, x1a - x1b, y1a - y1b))
+    return out
+
+
+def content_rect(
+    m: np.ndarray, src_rect: tuple[int, int, int, int], out_shape: tuple[int, int], margin: int = 2
+) -> tuple[int, int, int, int] | None:
+    """The output rectangle (x1, y1, x2, y2) outside which warping with affine ``m`` gives only pad.
+
+    ``src_rect``: the input rectangle holding everything that is not ``PAD_VALUE`` (a mosaic's tiles).
+    Its corners, widened by ``margin`` input pixels (bilinear reads one pixel on, within the warp's
+    fixed-point error), mapped forward; their bounding box, rounded out and clipped to ``out_shape``.
+    Output pixels outside it read only pad pixels or the border, which the warp writes as exactly
+    ``PAD_VALUE``. None (no bound) for a projective ``m``.
+    """
+    if m[2, 0] != 0 or m[2, 1] != 0 or m[2, 2] != 1 or not np.isfinite(m).all():
+        return None
+    (a, b, tx), (c, d, ty) = m[:2].tolist()
+    x1, y1, x2, y2 = src_rect
+    xs, ys = [], []
+    for x, y in (
+        (x1 - margin, y1 - margin),
+        (x2 + margin, y1 - margin),
+        (x1 - margin, y2 + margin),
+        (x2 + margin, y2 + margin),
+    ):
+        xs.append(a * x + b * y + tx)
+        ys.append(c * x + d * y + ty)
+    h, w = out_shape
+    ox1 = min(max(math.floor(min(xs)) - 1, 0), w)
+    oy1 = min(max(math.floor(min(ys)) - 1, 0), h)
+    ox2 = min(max(math.ceil(max(xs)) + 2, ox1), w)
+    oy2 = min(max(math.ceil(max(ys)) + 2, oy1), h)
+    return ox1, oy1, ox2, oy2
 
 
 def box_candidates(
@@ -281,28 +326,51 @@ def augment_hsv(
     vgain: float = 0.5,
     rgb: bool = False,
     planes: list[np.ndarray] | None = None,
+    content: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a uint8 image.
 
     ``rgb``: the image is RGB (else BGR); the HSV values and the result are the same either way.
-    ``planes``: three (H, W) uint8 buffers for the HSV channels, reused between calls (else allocated).
+    ``planes``: three 1-D uint8 buffers of at least H * W for the HSV channels, reused between calls.
+    ``content``: (x1, y1, x2, y2): every pixel outside it is ``PAD_VALUE`` gray (``content_rect``): the
+    rows above and below it are copies of one converted all-pad row, the same result for less work.
     """
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
-    if planes is None or planes[0].shape != hsv.shape[:2]:
-        planes = [np.empty(hsv.shape[:2], np.uint8) for _ in range(3)]
-    cv2.split(hsv, planes)
     x = np.arange(0, 256, dtype=r.dtype)
     luts = (
         ((x * r[0]) % 180).astype(np.uint8),  # OpenCV hue range is [0, 180)
         np.clip(x * r[1], 0, 255).astype(np.uint8),
         np.clip(x * r[2], 0, 255).astype(np.uint8),
     )
-    for plane, lut in zip(planes, luts):
+    h, w = img.shape[:2]
+    if content is None or (content[1], content[3]) == (0, h):
+        return _hsv_tables(img, luts, rgb, planes)
+    # whole rows only: OpenCV converts each row on its own, but the SIMD blocks within a row depend on
+    # where it starts, and HSV -> RGB rounds differently in the SIMD and the scalar code
+    _, y1, _, y2 = content
+    gray = _hsv_tables(np.full((1, w, 3), PAD_VALUE, np.uint8), luts, rgb, None)  # an all-pad row
+    img[:y1] = gray
+    img[y2:] = gray
+    if y1 < y2:
+        _hsv_tables(img[y1:y2], luts, rgb, planes)
+    return img
+
+
+def _hsv_tables(
+    img: np.ndarray, luts: Sequence[np.ndarray], rgb: bool, planes: list[np.ndarray] | None
+) -> np.ndarray:
+    """``img`` (whole rows of a contiguous image) -> HSV, one table per channel, -> back, in place."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
+    n = hsv.shape[0] * hsv.shape[1]
+    if planes is None or planes[0].size < n:
+        planes = [np.empty(n, np.uint8) for _ in range(3)]
+    views = [p[:n].reshape(hsv.shape[:2]) for p in planes]
+    cv2.split(hsv, views)
+    for plane, lut in zip(views, luts):
         cv2.LUT(plane, lut, dst=plane)
-    cv2.merge(planes, dst=hsv)
+    cv2.merge(views, dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if rgb else cv2.COLOR_HSV2BGR, dst=img)
     return img
 

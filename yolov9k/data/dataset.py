@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from yolov9k.data.augment import (
     augment_hsv,
+    content_rect,
     fliplr,
     flipud,
     mixup,
@@ -47,6 +48,7 @@ from yolov9k.data.augment import (
     perspective_matrix,
     random_perspective,
     source_roi,
+    tile_rects,
     warp,
 )
 from yolov9k.data.geometry import letterbox, resize_long_side, xywhn2xyxy, xyxy2xywhn
@@ -287,7 +289,13 @@ class YoloDataset(Dataset):
         self, index: int, rng: np.random.Generator, pool: Sequence[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mosaic of ``index`` and 3 random samples (from ``pool``, else the data set), randomly
-        transformed to (s, s); pixel-xyxy labels.
+        transformed to (s, s); pixel-xyxy labels."""
+        return self._mosaic(index, rng, pool)[:2]
+
+    def _mosaic(
+        self, index: int, rng: np.random.Generator, pool: Sequence[int] | None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
+        """``load_mosaic``, and the output rectangle outside which every pixel is pad (``content_rect``).
 
         The transform is drawn before the tiles are placed (the draws are in the same order as
         ``random_perspective``'s: placing the tiles draws nothing), so that only the part of the canvas
@@ -309,7 +317,15 @@ class YoloDataset(Dataset):
             self._canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
         labels = [self.samples[i].labels for i in indices]
         img, labels = mosaic4(images, labels, s, (xc, yc), self._canvas, roi)
-        return warp(img, labels, m, gain, out_shape, projective)
+        rects = tile_rects([im.shape[:2] for im in images], s, (xc, yc))
+        tiles = (
+            min(r[0] for r in rects),
+            min(r[1] for r in rects),
+            max(r[2] for r in rects),
+            max(r[3] for r in rects),
+        )
+        content = None if projective else content_rect(m, tiles, out_shape)
+        return (*warp(img, labels, m, gain, out_shape, projective), content)
 
     def _draw(self, rng: np.random.Generator, k: int, pool: Sequence[int] | None) -> list[int]:
         """``k`` uniform draws from ``pool`` (a batch), or from the data set without one."""
@@ -350,11 +366,13 @@ class YoloDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         hyp = self.hyp
         shapes: Shapes = None
+        content = None  # where the image is not all pad (mosaics without mixup only)
         if self.mosaic and rng.random() < hyp["mosaic"]:
-            img, labels = self.load_mosaic(index, rng, pool)
+            img, labels, content = self._mosaic(index, rng, pool)
             if rng.random() < hyp["mixup"]:
                 img2, labels2 = self.load_mosaic(self._draw(rng, 1, pool)[0], rng, pool)
                 img, labels = mixup(img, labels, img2, labels2, rng)
+                content = None
         else:
             src, (h0, w0) = self.load_image(index)
             h, w = src.shape[:2]
@@ -373,9 +391,11 @@ class YoloDataset(Dataset):
         if len(labels):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
-            if self._hsv_planes is None or self._hsv_planes[0].shape != img.shape[:2]:
-                self._hsv_planes = [np.empty(img.shape[:2], np.uint8) for _ in range(3)]
-            augment_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rgb=True, planes=self._hsv_planes)
+            n = img.shape[0] * img.shape[1]
+            if self._hsv_planes is None or self._hsv_planes[0].size < n:
+                self._hsv_planes = [np.empty(n, np.uint8) for _ in range(3)]
+            gains = hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"]
+            augment_hsv(img, rng, *gains, rgb=True, planes=self._hsv_planes, content=content)
             if rng.random() < hyp["flipud"]:
                 img, labels = flipud(img, labels, inplace=True)
             if rng.random() < hyp["fliplr"]:
