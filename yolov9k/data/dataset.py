@@ -22,6 +22,10 @@ side is decoded by libjpeg at 1/2, 1/4 or 1/8 scale and then resized to the same
 its pixels differ slightly from a full decode + resize (the sizes and labels do not). Validation
 samples, smaller images, the other formats and every other step give the same pixels as before
 (``tests/test_data_levers.py``).
+
+Exact levers (no pixel or label change, tested against the plain path): a mosaic's canvas is drawn
+only where the warp reads it (``source_roi``; the transform is drawn first, in the same RNG order),
+and the HSV jitter converts only the rows of a warped mosaic that are not all pad (``content_rect``).
 """
 
 from __future__ import annotations
