@@ -265,3 +265,95 @@ def test_reduced_decoding_of_large_images_keeps_sizes_and_labels_and_pixels_clos
         # aliases differently from a 2x DCT reduction + 2x shrink); a wrong scale or channel order is ~30
         assert diff.mean() < 4 and np.percentile(diff, 99) <= 16, (i, diff.mean())
         assert diff.max() > 0  # (the decode really was reduced: a full decode gives diff 0)
+
+
+ROI_HYPS = {
+    "scratch-high": dict(degrees=0.0, translate=0.1, scale=0.9, shear=0.0, perspective=0.0),
+    "extreme scale and translate": dict(degrees=0.0, translate=0.5, scale=0.99, shear=0.0, perspective=0.0),
+    "rotation and shear": dict(degrees=45.0, translate=0.3, scale=0.7, shear=20.0, perspective=0.0),
+    "perspective (whole canvas)": dict(degrees=10.0, translate=0.2, scale=0.5, shear=5.0, perspective=0.001),
+}
+
+
+@pytest.mark.parametrize("hyp", ROI_HYPS.values(), ids=ROI_HYPS.keys())
+def test_mosaic_drawn_only_where_the_warp_reads_gives_the_same_pixels(hyp):
+    """Lever without a pixel change: the canvas is drawn only inside ``source_roi``; the rest of the
+    canvas holds noise here, and the warped output and labels equal those of a fully drawn canvas."""
+    from yolov9k.data.augment import mosaic4, perspective_matrix, source_roi, warp
+
+    s = 128
+    rng = np.random.default_rng(11)
+    shapes = [(128, 128), (96, 128), (128, 72), (40, 128), (128, 128), (64, 50)]
+    images = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in shapes]
+    labels = [np.array([[k, 0.5, 0.5, 0.6, 0.4], [1, 0.2, 0.7, 0.3, 0.3]], np.float32) for k in range(6)]
+    projective = bool(hyp["perspective"])
+    border = (-s // 2, -s // 2)
+    canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
+    areas, shrunk_differs = [], 0
+    for seed in range(400):
+        r = np.random.default_rng(seed)
+        xc, yc = (int(r.uniform(s // 2, 3 * s // 2)) for _ in range(2))
+        pick = r.permutation(6)[:4].tolist()
+        ims, labs = [images[k] for k in pick], [labels[k] for k in pick]
+        m, gain, out_shape = perspective_matrix(r, (2 * s, 2 * s), border=border, **hyp)
+        full, full_labels = mosaic4(ims, labs, s, (xc, yc))
+        ref_img, ref_labels = warp(full, full_labels, m, gain, out_shape, projective)
+        roi = source_roi(m, out_shape, (2 * s, 2 * s))
+        if projective:
+            assert roi is None
+            continue
+        x1, y1, x2, y2 = roi
+        areas.append((x2 - x1) * (y2 - y1) / (2 * s) ** 2)
+        canvas[:] = r.integers(0, 256, canvas.shape, dtype=np.uint8)  # what an earlier mosaic left
+        part, part_labels = mosaic4(ims, labs, s, (xc, yc), canvas, roi)
+        img, lab = warp(part, part_labels, m, gain, out_shape, projective)
+        np.testing.assert_array_equal(img, ref_img, err_msg=f"seed {seed}")
+        np.testing.assert_array_equal(lab, ref_labels, err_msg=f"seed {seed}")
+        if x2 - x1 > 8 and y2 - y1 > 8:  # the test can fail: a roi 3 px too small shows the noise
+            canvas[:] = r.integers(0, 256, canvas.shape, dtype=np.uint8)
+            small = (
+                x1 + 3 if x1 > 0 else 0,
+                y1 + 3 if y1 > 0 else 0,
+                x2 - 3 if x2 < 2 * s else x2,
+                y2 - 3 if y2 < 2 * s else y2,
+            )
+            bad, _ = warp(mosaic4(ims, labs, s, (xc, yc), canvas, small)[0], part_labels, m, gain, out_shape)
+            shrunk_differs += not np.array_equal(bad, ref_img)
+    if not projective:  # the roi really is smaller than the canvas, and a smaller one is wrong
+        assert min(areas) < 0.35 and np.mean(areas) < 0.8 and max(areas) == 1.0
+        assert shrunk_differs > 0.5 * sum(a < 1 for a in areas)
+
+
+def test_xyxy2xywhn_in_numpy_equals_the_torch_conversion():
+    """The label conversion left torch (its calls cost more than the boxes): the same float32 values."""
+    from yolov9k.ops.boxes import xyxy2xywh
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((500, 4)) * 700).astype(np.float32)
+    x[:, 2:] += x[:, :2]
+    for w, h in ((640, 640), (639.999, 512.3), (96, 72)):
+        ref = xyxy2xywh(torch.from_numpy(x.copy())).numpy()
+        ref[:, [0, 2]] /= w
+        ref[:, [1, 3]] /= h
+        np.testing.assert_array_equal(xyxy2xywhn(x, w, h), ref)
+
+
+@pytest.mark.parametrize("hyp", list(ROI_HYPS.values())[:3], ids=list(ROI_HYPS)[:3])
+def test_hsv_converts_only_the_rows_with_content_and_gives_the_same_pixels(samples, hyp):
+    """Lever without a pixel change: outside ``content_rect`` a warped mosaic is all pad; the HSV jitter
+    converts the rows that hold content and copies one converted pad row to the others."""
+    from yolov9k.data.augment import PAD_VALUE, augment_hsv
+
+    ds = YoloDataset(samples, imgsz=128, augment=True, hyp={**hyp, "mixup": 0.0}, seed=5)
+    skipped = 0
+    for seed in range(150):
+        img, _, content = ds._mosaic(seed % len(ds), np.random.default_rng(seed), None)
+        x1, y1, x2, y2 = content
+        outside = np.ones(img.shape[:2], bool)
+        outside[y1:y2, x1:x2] = False
+        assert (img[outside] == PAD_VALUE).all(), seed  # the rectangle's claim
+        skipped += y2 - y1 < img.shape[0]
+        ref = augment_hsv(img.copy(), np.random.default_rng(seed), 0.015, 0.7, 0.4, rgb=True)
+        out = augment_hsv(img.copy(), np.random.default_rng(seed), 0.015, 0.7, 0.4, rgb=True, content=content)
+        np.testing.assert_array_equal(out, ref, err_msg=f"seed {seed}")
+    assert skipped > 20  # the lever was exercised

@@ -146,3 +146,39 @@ def test_val_bad_inputs(demo_yaml, tmp_path):
         val(BlobDetector(), tmp_path / "nope.yaml", imgsz=IMGSZ, project=tmp_path, device="cpu")
     with pytest.raises(ValueError, match="iou"):
         val(BlobDetector(), demo_yaml, iou=2.0)
+
+
+def test_val_with_image_cache_gives_the_same_metrics(tmp_path, monkeypatch):
+    """``cache=ram|disk`` on validation: the same metrics as without; the disk cache is then what a
+    second run reads (no decode at all); a value outside the schema is refused before any work."""
+    import yolov9k.data.dataset as dataset_mod
+    from yolov9k.errors import OptionError
+
+    yaml = generate_demo_dataset(tmp_path / "demo", num_train=4, num_val=5, imgsz=IMGSZ)
+    kw = dict(imgsz=IMGSZ, batch=2, plots=False, workers=0, device="cpu", verbose=False, project=tmp_path)
+    decodes, modes = [], []
+    real_read, real_cache = dataset_mod.read_image, dataset_mod.YoloDataset.cache_images
+    monkeypatch.setattr(dataset_mod, "read_image", lambda f, **k: decodes.append(f) or real_read(f, **k))
+    monkeypatch.setattr(
+        dataset_mod.YoloDataset,
+        "cache_images",
+        lambda self, mode="ram": modes.append(mode) or real_cache(self, mode),
+    )
+    ref = val(BlobDetector(), yaml, name="plain", **kw)
+    assert modes == [] and len(decodes) == 5
+    results = {c: val(BlobDetector(), yaml, name=c, cache=c, **kw) for c in ("ram", "disk")}
+    assert modes == ["ram", "disk"]
+    assert len(list((tmp_path / "demo").rglob("*.npy"))) == 5  # one file per validation image
+    decodes.clear()
+    results["disk again"] = val(BlobDetector(), yaml, name="again", cache="disk", **kw)
+    assert decodes == []  # read back from the .npy files
+    assert 0.05 < ref["map50"] < 0.99
+    for name, m in results.items():
+        for key in ("map50_95", "map50", "map75", "precision", "recall"):
+            assert m[key] == ref[key], (name, key)
+        assert json.dumps(m["per_class"], sort_keys=True) == json.dumps(ref["per_class"], sort_keys=True), (
+            name
+        )
+    with pytest.raises(OptionError) as e:
+        val(BlobDetector(), yaml, name="bad", cache="gpu", **kw)
+    assert e.value.option == "cache" and "gpu" in str(e.value)

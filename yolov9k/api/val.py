@@ -109,6 +109,7 @@ def val(
     rect: bool = True,
     plots: bool = True,
     verbose: bool = True,
+    cache: str | bool = False,
 ) -> dict[str, Any]:
     """Validate a model: COCO mAP@0.5:0.95 and mAP@0.5 (equal to pycocotools on the same detections):
     :func:`_prepare` (model, data, loader), the per-batch loop of ``validate``, :func:`_finish`.
@@ -125,6 +126,8 @@ def val(
         project, name: output folder ``project/name`` (project None = ``runs/val``).
         split: "val", "test" or "train". rect: rectangular batches (as the official val.py). plots:
             PR curve, confusion matrix. verbose: print the per-class table and speeds.
+        cache: "ram", "disk" or False: keep the decoded, resized images (see ``yolov9k.data.image_cache``;
+            worth it when the same split is validated again, e.g. the disk cache across runs).
     Returns:
         The metrics of :func:`yolov9k.engine.validate.validate` (``map50_95``, ``map50``, ``map75``,
         ``precision``, ``recall``, ``fitness``, ``per_class``, ``speed`` ms per image, ...) plus
@@ -135,11 +138,12 @@ def val(
         dataset whose class count differs from the model's, or (``save_json``) an unusable COCO json.
         OSError(ENOSPC): the disk filled up writing ``predictions.json`` (no partial file is left).
     """
-    check_options(VAL, dict(
+    cache = check_options(VAL, dict(
         data=data, imgsz=imgsz, batch=batch, conf=conf, iou=iou, half=half, save_json=save_json,
         project=project, name=name, split=split, max_det=max_det, workers=workers, rect=rect, plots=plots,
-    ))  # fmt: skip
-    run = _prepare(model, data, imgsz, batch, device, half, split, workers, rect, save_json)
+        cache=cache,
+    ))["cache"]  # fmt: skip
+    run = _prepare(model, data, imgsz, batch, device, half, split, workers, rect, save_json, cache)
     save_dir = run_dir(project, "val", name)
     kept = _Kept()
     try:
@@ -187,6 +191,7 @@ def _prepare(
     workers: int,
     rect: bool,
     save_json: bool,
+    cache: str | bool = False,
 ) -> _Run:
     """Device, model, data set, split scan and loader; with ``save_json`` the COCO json is read and
     checked now (a bad one fails before the run, not after it)."""
@@ -208,7 +213,9 @@ def _prepare(
             "labels: labels/ beside images/ (images/x.jpg -> labels/x.txt) or the split's COCO json"
         )
     coco_ids = _coco_ids(cfg, split) if save_json else ({}, None)
-    dataset = YoloDataset(samples, size, augment=False, rect=rect, batch_size=batch, stride=stride)
+    dataset = YoloDataset(
+        samples, size, augment=False, rect=rect, batch_size=batch, stride=stride, cache=cache
+    )
     loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
     return _Run(net, dev, dict(cfg.names), size, loader, coco_ids)
 

@@ -20,6 +20,11 @@ import numpy as np
 __all__ = [
     "mosaic4",
     "random_perspective",
+    "tile_rects",
+    "content_rect",
+    "perspective_matrix",
+    "source_roi",
+    "warp",
     "box_candidates",
     "mixup",
     "augment_hsv",
@@ -36,6 +41,7 @@ def mosaic4(
     s: int,
     center: tuple[int, int],
     canvas: np.ndarray | None = None,
+    roi: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tile four images around ``center`` on a (2s, 2s) canvas filled with 114.
 
@@ -47,17 +53,44 @@ def mosaic4(
             bottom-right of it and are cropped at the canvas edge.
         canvas: optional (2s, 2s, 3) uint8 buffer to draw on (reused between calls: a fresh 2s x 2s
             array costs more in page faults than the drawing itself).
+        roi: (x1, y1, x2, y2): draw only this part of the canvas (what the warp that follows reads,
+            ``source_roi``); the rest keeps whatever it held. Labels do not depend on it.
     Returns:
         (canvas (2s, 2s, 3) uint8, labels (n, 5) ``[cls, x1, y1, x2, y2]`` canvas pixels clipped to [0, 2s]).
     """
-    xc, yc = center
     shape = (2 * s, 2 * s, images[0].shape[2])
     if canvas is None or canvas.shape != shape or canvas.dtype != np.uint8:
         canvas = np.empty(shape, dtype=np.uint8)
-    canvas.fill(PAD_VALUE)
+    rx1, ry1, rx2, ry2 = roi if roi is not None else (0, 0, 2 * s, 2 * s)
+    canvas[ry1:ry2, rx1:rx2] = PAD_VALUE
     out = []
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    rects = tile_rects([im.shape[:2] for im in images], s, center)
+    for img, lab, (x1a, y1a, x2a, y2a, padw, padh) in zip(images, labels, rects):
         h, w = img.shape[:2]
+        cx1, cy1, cx2, cy2 = max(x1a, rx1), max(y1a, ry1), min(x2a, rx2), min(y2a, ry2)  # tile within roi
+        if cx1 < cx2 and cy1 < cy2:
+            canvas[cy1:cy2, cx1:cx2] = img[cy1 - padh : cy2 - padh, cx1 - padw : cx2 - padw]
+        lab = np.asarray(lab, dtype=np.float32).reshape(-1, 5)
+        px = np.empty_like(lab)
+        px[:, 0] = lab[:, 0]
+        px[:, 1] = (lab[:, 1] - lab[:, 3] / 2) * w + padw
+        px[:, 2] = (lab[:, 2] - lab[:, 4] / 2) * h + padh
+        px[:, 3] = (lab[:, 1] + lab[:, 3] / 2) * w + padw
+        px[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h + padh
+        out.append(px)
+    merged = np.concatenate(out, 0)
+    np.clip(merged[:, 1:], 0, 2 * s, out=merged[:, 1:])
+    return canvas, merged
+
+
+def tile_rects(
+    shapes: Sequence[tuple[int, int]], s: int, center: tuple[int, int]
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Where ``mosaic4`` puts four tiles of ``shapes`` (h, w): per tile its canvas rectangle
+    (x1, y1, x2, y2) (cropped at the canvas edge) and the canvas offset (padw, padh) of its pixel (0, 0)."""
+    xc, yc = center
+    out = []
+    for i, (h, w) in enumerate(shapes):
         if i == 0:  # top left: the tile's bottom-right corner sits at the centre
             x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
             x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
@@ -70,19 +103,40 @@ def mosaic4(
         else:  # bottom right
             x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
             x1b, y1b = 0, 0
-        canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
-        padw, padh = x1a - x1b, y1a - y1b  # canvas offset of the tile's (0, 0)
-        lab = np.asarray(lab, dtype=np.float32).reshape(-1, 5)
-        px = np.empty_like(lab)
-        px[:, 0] = lab[:, 0]
-        px[:, 1] = (lab[:, 1] - lab[:, 3] / 2) * w + padw
-        px[:, 2] = (lab[:, 2] - lab[:, 4] / 2) * h + padh
-        px[:, 3] = (lab[:, 1] + lab[:, 3] / 2) * w + padw
-        px[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h + padh
-        out.append(px)
-    merged = np.concatenate(out, 0)
-    np.clip(merged[:, 1:], 0, 2 * s, out=merged[:, 1:])
-    return canvas, merged
+        out.append((x1a, y1a, x2a, y2a, x1a - x1b, y1a - y1b))
+    return out
+
+
+def content_rect(
+    m: np.ndarray, src_rect: tuple[int, int, int, int], out_shape: tuple[int, int], margin: int = 2
+) -> tuple[int, int, int, int] | None:
+    """The output rectangle (x1, y1, x2, y2) outside which warping with affine ``m`` gives only pad.
+
+    ``src_rect``: the input rectangle holding everything that is not ``PAD_VALUE`` (a mosaic's tiles).
+    Its corners, widened by ``margin`` input pixels (bilinear reads one pixel on, within the warp's
+    fixed-point error), mapped forward; their bounding box, rounded out and clipped to ``out_shape``.
+    Output pixels outside it read only pad pixels or the border, which the warp writes as exactly
+    ``PAD_VALUE``. None (no bound) for a projective ``m``.
+    """
+    if m[2, 0] != 0 or m[2, 1] != 0 or m[2, 2] != 1 or not np.isfinite(m).all():
+        return None
+    (a, b, tx), (c, d, ty) = m[:2].tolist()
+    x1, y1, x2, y2 = src_rect
+    xs, ys = [], []
+    for x, y in (
+        (x1 - margin, y1 - margin),
+        (x2 + margin, y1 - margin),
+        (x1 - margin, y2 + margin),
+        (x2 + margin, y2 + margin),
+    ):
+        xs.append(a * x + b * y + tx)
+        ys.append(c * x + d * y + ty)
+    h, w = out_shape
+    ox1 = min(max(math.floor(min(xs)) - 1, 0), w)
+    oy1 = min(max(math.floor(min(ys)) - 1, 0), h)
+    ox2 = min(max(math.ceil(max(xs)) + 2, ox1), w)
+    oy2 = min(max(math.ceil(max(ys)) + 2, oy1), h)
+    return ox1, oy1, ox2, oy2
 
 
 def box_candidates(
@@ -108,6 +162,107 @@ def box_candidates(
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
+def perspective_matrix(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    degrees: float = 10,
+    translate: float = 0.1,
+    scale: float = 0.1,
+    shear: float = 10,
+    perspective: float = 0.0,
+    border: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The random transform of ``random_perspective`` for an input of ``shape`` (h, w), drawn from ``rng``.
+
+    Returns:
+        (m (3, 3) float64 mapping input pixels to output pixels, the scale gain, output (h, w)).
+    """
+    height = shape[0] + border[0] * 2
+    width = shape[1] + border[1] * 2
+
+    centre = np.eye(3)  # move the image centre to the origin
+    centre[0, 2] = -shape[1] / 2
+    centre[1, 2] = -shape[0] / 2
+    persp = np.eye(3)
+    persp[2, 0] = rng.uniform(-perspective, perspective)
+    persp[2, 1] = rng.uniform(-perspective, perspective)
+    rot = np.eye(3)
+    angle = rng.uniform(-degrees, degrees)
+    gain = rng.uniform(1 - scale, 1 + scale)
+    rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=gain)
+    shr = np.eye(3)
+    shr[0, 1] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    shr[1, 0] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    trans = np.eye(3)  # centre of the output +- translate
+    trans[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * width
+    trans[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * height
+    return trans @ shr @ rot @ persp @ centre, gain, (height, width)  # right to left
+
+
+def source_roi(
+    m: np.ndarray, out_shape: tuple[int, int], src_shape: tuple[int, int], margin: int = 2
+) -> tuple[int, int, int, int] | None:
+    """The part of the input that warping with ``m`` to ``out_shape`` (h, w) reads, as (x1, y1, x2, y2).
+
+    The output rectangle's corners mapped back through the inverse affine, their bounding box widened
+    by ``margin`` pixels (bilinear reads the pixel after the sample point; the warp's fixed-point
+    coordinates are within 1/32 px), clipped to ``src_shape`` (h, w): input pixels outside it are never
+    read. None (read everything) for a projective ``m`` or one that cannot be inverted.
+    """
+    if m[2, 0] != 0 or m[2, 1] != 0 or m[2, 2] != 1 or not np.isfinite(m).all():
+        return None
+    (a, b, tx), (c, d, ty) = m[:2].tolist()  # plain floats: numpy calls cost more than this arithmetic
+    det = a * d - b * c
+    if abs(det) < 1e-12:
+        return None
+    h, w = out_shape
+    xs, ys = [], []
+    for x, y in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)):  # inverse affine of the corners
+        x, y = x - tx, y - ty
+        xs.append((d * x - b * y) / det)
+        ys.append((a * y - c * x) / det)
+    x1 = min(max(math.floor(min(xs)) - margin, 0), src_shape[1])
+    y1 = min(max(math.floor(min(ys)) - margin, 0), src_shape[0])
+    x2 = min(max(math.ceil(max(xs)) + 1 + margin, x1), src_shape[1])
+    y2 = min(max(math.ceil(max(ys)) + 1 + margin, y1), src_shape[0])
+    return x1, y1, x2, y2
+
+
+def warp(
+    img: np.ndarray,
+    labels: np.ndarray,
+    m: np.ndarray,
+    gain: float,
+    out_shape: tuple[int, int],
+    projective: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a ``perspective_matrix`` to an image and its pixel-xyxy labels (see ``random_perspective``)."""
+    height, width = out_shape
+    if img.shape[0] != height or img.shape[1] != width or (m != np.eye(3)).any():
+        fill = (PAD_VALUE,) * 3
+        if projective:
+            img = cv2.warpPerspective(img, m, dsize=(width, height), borderValue=fill)
+        else:
+            img = cv2.warpAffine(img, m[:2], dsize=(width, height), borderValue=fill)
+
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
+    n = len(labels)
+    if n:
+        corners = np.ones((n * 4, 3))
+        corners[:, :2] = labels[:, [1, 2, 3, 4, 1, 4, 3, 2]].reshape(n * 4, 2)  # 4 corners per box
+        corners = corners @ m.T
+        xy = corners[:, :2] / corners[:, 2:3] if projective else corners[:, :2]
+        xy = xy.reshape(n, 8)
+        x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
+        new = np.stack((x.min(1), y.min(1), x.max(1), y.max(1)), 1)
+        new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
+        new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
+        keep = box_candidates(box1=labels[:, 1:5].T * gain, box2=new.T, area_thr=0.10)
+        labels = labels[keep]
+        labels[:, 1:5] = new[keep]
+    return img, labels.astype(np.float32)
+
+
 def random_perspective(
     img: np.ndarray,
     labels: np.ndarray,
@@ -131,50 +286,10 @@ def random_perspective(
         (image (H + 2*border[0], W + 2*border[1], 3) uint8, labels (m, 5) transformed, clipped to the
         output and filtered by ``box_candidates``).
     """
-    height = img.shape[0] + border[0] * 2
-    width = img.shape[1] + border[1] * 2
-
-    centre = np.eye(3)  # move the image centre to the origin
-    centre[0, 2] = -img.shape[1] / 2
-    centre[1, 2] = -img.shape[0] / 2
-    persp = np.eye(3)
-    persp[2, 0] = rng.uniform(-perspective, perspective)
-    persp[2, 1] = rng.uniform(-perspective, perspective)
-    rot = np.eye(3)
-    angle = rng.uniform(-degrees, degrees)
-    gain = rng.uniform(1 - scale, 1 + scale)
-    rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=gain)
-    shr = np.eye(3)
-    shr[0, 1] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
-    shr[1, 0] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
-    trans = np.eye(3)  # centre of the output +- translate
-    trans[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * width
-    trans[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * height
-    m = trans @ shr @ rot @ persp @ centre  # right to left
-
-    if border[0] != 0 or border[1] != 0 or (m != np.eye(3)).any():
-        fill = (PAD_VALUE,) * 3
-        if perspective:
-            img = cv2.warpPerspective(img, m, dsize=(width, height), borderValue=fill)
-        else:
-            img = cv2.warpAffine(img, m[:2], dsize=(width, height), borderValue=fill)
-
-    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
-    n = len(labels)
-    if n:
-        corners = np.ones((n * 4, 3))
-        corners[:, :2] = labels[:, [1, 2, 3, 4, 1, 4, 3, 2]].reshape(n * 4, 2)  # 4 corners per box
-        corners = corners @ m.T
-        xy = corners[:, :2] / corners[:, 2:3] if perspective else corners[:, :2]
-        xy = xy.reshape(n, 8)
-        x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
-        new = np.stack((x.min(1), y.min(1), x.max(1), y.max(1)), 1)
-        new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
-        new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
-        keep = box_candidates(box1=labels[:, 1:5].T * gain, box2=new.T, area_thr=0.10)
-        labels = labels[keep]
-        labels[:, 1:5] = new[keep]
-    return img, labels.astype(np.float32)
+    m, gain, out_shape = perspective_matrix(
+        rng, img.shape[:2], degrees, translate, scale, shear, perspective, border
+    )
+    return warp(img, labels, m, gain, out_shape, projective=bool(perspective))
 
 
 def mixup(
@@ -210,21 +325,52 @@ def augment_hsv(
     sgain: float = 0.5,
     vgain: float = 0.5,
     rgb: bool = False,
+    planes: list[np.ndarray] | None = None,
+    content: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a uint8 image.
 
     ``rgb``: the image is RGB (else BGR); the HSV values and the result are the same either way.
+    ``planes``: three 1-D uint8 buffers of at least H * W for the HSV channels, reused between calls.
+    ``content``: (x1, y1, x2, y2): every pixel outside it is ``PAD_VALUE`` gray (``content_rect``): the
+    rows above and below it are copies of one converted all-pad row, the same result for less work.
     """
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
-    hue, sat, val = cv2.split(hsv)
     x = np.arange(0, 256, dtype=r.dtype)
-    lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue range is [0, 180)
-    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
-    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)), dst=hsv)
+    luts = (
+        ((x * r[0]) % 180).astype(np.uint8),  # OpenCV hue range is [0, 180)
+        np.clip(x * r[1], 0, 255).astype(np.uint8),
+        np.clip(x * r[2], 0, 255).astype(np.uint8),
+    )
+    h, w = img.shape[:2]
+    if content is None or (content[1], content[3]) == (0, h):
+        return _hsv_tables(img, luts, rgb, planes)
+    # whole rows only: OpenCV converts each row on its own, but the SIMD blocks within a row depend on
+    # where it starts, and HSV -> RGB rounds differently in the SIMD and the scalar code
+    _, y1, _, y2 = content
+    gray = _hsv_tables(np.full((1, w, 3), PAD_VALUE, np.uint8), luts, rgb, None)  # an all-pad row
+    img[:y1] = gray
+    img[y2:] = gray
+    if y1 < y2:
+        _hsv_tables(img[y1:y2], luts, rgb, planes)
+    return img
+
+
+def _hsv_tables(
+    img: np.ndarray, luts: Sequence[np.ndarray], rgb: bool, planes: list[np.ndarray] | None
+) -> np.ndarray:
+    """``img`` (whole rows of a contiguous image) -> HSV, one table per channel, -> back, in place."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
+    n = hsv.shape[0] * hsv.shape[1]
+    if planes is None or planes[0].size < n:
+        planes = [np.empty(n, np.uint8) for _ in range(3)]
+    views = [p[:n].reshape(hsv.shape[:2]) for p in planes]
+    cv2.split(hsv, views)
+    for plane, lut in zip(views, luts):
+        cv2.LUT(plane, lut, dst=plane)
+    cv2.merge(views, dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if rgb else cv2.COLOR_HSV2BGR, dst=img)
     return img
 

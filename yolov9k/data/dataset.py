@@ -22,6 +22,10 @@ side is decoded by libjpeg at 1/2, 1/4 or 1/8 scale and then resized to the same
 its pixels differ slightly from a full decode + resize (the sizes and labels do not). Validation
 samples, smaller images, the other formats and every other step give the same pixels as before
 (``tests/test_data_levers.py``).
+
+Exact levers (no pixel or label change, tested against the plain path): a mosaic's canvas is drawn
+only where the warp reads it (``source_roi``; the transform is drawn first, in the same RNG order),
+and the HSV jitter converts only the rows of a warped mosaic that are not all pad (``content_rect``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from yolov9k.data.augment import augment_hsv, fliplr, flipud, mixup, mosaic4, random_perspective
+from yolov9k.data.augment import (
+    augment_hsv,
+    content_rect,
+    fliplr,
+    flipud,
+    mixup,
+    mosaic4,
+    perspective_matrix,
+    random_perspective,
+    source_roi,
+    tile_rects,
+    warp,
+)
 from yolov9k.data.geometry import letterbox, resize_long_side, xywhn2xyxy, xyxy2xywhn
 from yolov9k.data.hyp import resolve_hyp
 from yolov9k.data.image_cache import (
@@ -161,6 +177,7 @@ class YoloDataset(Dataset):
         self._disk: DiskCache | None = None
         self._memo: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = None  # images of one batch
         self._canvas: np.ndarray | None = None  # the mosaic canvas, reused
+        self._hsv_planes: list[np.ndarray] | None = None  # the HSV jitter's channel buffers, reused
         self.cache_dir = cache_dir
         mode = str(cache) if isinstance(cache, str) else ("ram" if cache else "false")
         if mode not in CACHE_MODES:
@@ -277,15 +294,42 @@ class YoloDataset(Dataset):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mosaic of ``index`` and 3 random samples (from ``pool``, else the data set), randomly
         transformed to (s, s); pixel-xyxy labels."""
+        return self._mosaic(index, rng, pool)[:2]
+
+    def _mosaic(
+        self, index: int, rng: np.random.Generator, pool: Sequence[int] | None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
+        """``load_mosaic``, and the output rectangle outside which every pixel is pad (``content_rect``).
+
+        The transform is drawn before the tiles are placed (the draws are in the same order as
+        ``random_perspective``'s: placing the tiles draws nothing), so that only the part of the canvas
+        the warp reads (``source_roi``) is drawn: the same pixels, ~half the canvas work on average.
+        """
         s = self.imgsz
         xc, yc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
         indices = [index, *self._draw(rng, 3, pool)]
         rng.shuffle(indices)
+        h = self.hyp
+        m, gain, out_shape = perspective_matrix(
+            rng, (2 * s, 2 * s), h["degrees"], h["translate"], h["scale"], h["shear"], h["perspective"],
+            self.mosaic_border,
+        )  # fmt: skip
+        projective = bool(h["perspective"])
+        roi = None if projective else source_roi(m, out_shape, (2 * s, 2 * s))
         images = [self.load_image(i)[0] for i in indices]
         if self._canvas is None:
             self._canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
-        img, labels = mosaic4(images, [self.samples[i].labels for i in indices], s, (xc, yc), self._canvas)
-        return self._perspective(img, labels, rng, self.mosaic_border)
+        labels = [self.samples[i].labels for i in indices]
+        img, labels = mosaic4(images, labels, s, (xc, yc), self._canvas, roi)
+        rects = tile_rects([im.shape[:2] for im in images], s, (xc, yc))
+        tiles = (
+            min(r[0] for r in rects),
+            min(r[1] for r in rects),
+            max(r[2] for r in rects),
+            max(r[3] for r in rects),
+        )
+        content = None if projective else content_rect(m, tiles, out_shape)
+        return (*warp(img, labels, m, gain, out_shape, projective), content)
 
     def _draw(self, rng: np.random.Generator, k: int, pool: Sequence[int] | None) -> list[int]:
         """``k`` uniform draws from ``pool`` (a batch), or from the data set without one."""
@@ -326,11 +370,13 @@ class YoloDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         hyp = self.hyp
         shapes: Shapes = None
+        content = None  # where the image is not all pad (mosaics without mixup only)
         if self.mosaic and rng.random() < hyp["mosaic"]:
-            img, labels = self.load_mosaic(index, rng, pool)
+            img, labels, content = self._mosaic(index, rng, pool)
             if rng.random() < hyp["mixup"]:
                 img2, labels2 = self.load_mosaic(self._draw(rng, 1, pool)[0], rng, pool)
                 img, labels = mixup(img, labels, img2, labels2, rng)
+                content = None
         else:
             src, (h0, w0) = self.load_image(index)
             h, w = src.shape[:2]
@@ -349,7 +395,11 @@ class YoloDataset(Dataset):
         if len(labels):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
-            augment_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rgb=True)
+            n = img.shape[0] * img.shape[1]
+            if self._hsv_planes is None or self._hsv_planes[0].size < n:
+                self._hsv_planes = [np.empty(n, np.uint8) for _ in range(3)]
+            gains = hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"]
+            augment_hsv(img, rng, *gains, rgb=True, planes=self._hsv_planes, content=content)
             if rng.random() < hyp["flipud"]:
                 img, labels = flipud(img, labels, inplace=True)
             if rng.random() < hyp["fliplr"]:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from yolov9k.ops.boxes import xywh2xyxy, xyxy2xywh
+from yolov9k.ops.boxes import xywh2xyxy
 
 __all__ = [
     "letterbox",
@@ -142,7 +142,9 @@ def xyxy2xywhn(x: np.ndarray, w: float, h: float, clip: bool = False, eps: float
     x = np.array(x, dtype=np.float32)
     if clip:
         clip_boxes(x, (h - eps, w - eps))
-    y = xyxy2xywh(torch.from_numpy(x)).numpy()
-    y[:, [0, 2]] /= w
-    y[:, [1, 3]] /= h
+    y = np.empty_like(x)  # float32 as xyxy2xywh, without its torch calls (a few boxes per image)
+    y[:, 0] = (x[:, 0] + x[:, 2]) / 2 / w
+    y[:, 1] = (x[:, 1] + x[:, 3]) / 2 / h
+    y[:, 2] = (x[:, 2] - x[:, 0]) / w
+    y[:, 3] = (x[:, 3] - x[:, 1]) / h
     return y

@@ -64,6 +64,9 @@ VAL: tuple[Option, ...] = (
     WORKERS.but(default=4),
     Option("rect", "bool", True, "rectangular batches (as the official val.py)"),
     Option("plots", "bool", True, "write the PR curve and confusion matrix"),
+    Option("cache", "choice", False, "keep decoded, resized images: ram (bounded by the available memory, "
+           "else disk), disk (.npy files beside the label cache) or false", choices=("ram", "disk", False),
+           aliases=((True, "ram"),)),
 )  # fmt: skip
 
 PREDICT: tuple[Option, ...] = (
