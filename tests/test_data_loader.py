@@ -73,3 +73,30 @@ def test_rect_disables_shuffle_and_worker_cap(samples):
     files = [f for *_, batch_files, _ in loader for f in batch_files]
     assert files == ds.im_files  # sequential, in the rect order
     assert loader.num_workers <= 4
+
+
+def test_batches_are_pinned_only_for_a_cuda_device(samples, monkeypatch):
+    """Pinning follows where the batches go (the trainer passes its device), not whether CUDA exists."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ds = YoloDataset(samples, imgsz=64)
+    assert build_dataloader(ds, batch_size=4, workers=0).pin_memory  # default: CUDA is there
+    assert not build_dataloader(ds, batch_size=4, workers=0, pin_memory=False).pin_memory
+
+
+def test_trainer_and_val_pin_for_cuda_only():
+    """The trainer's and val's loaders are built with ``pin_memory`` = their device is CUDA."""
+    import ast
+    import importlib
+    import inspect
+
+    for name in ("yolov9k.engine.trainer", "yolov9k.api.val"):
+        module = importlib.import_module(name)
+        calls = [
+            node
+            for node in ast.walk(ast.parse(inspect.getsource(module)))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "build_dataloader"
+        ]
+        assert calls, name
+        for call in calls:
+            pin = {k.arg: ast.unparse(k.value) for k in call.keywords}.get("pin_memory", "")
+            assert pin.endswith(".type == 'cuda'"), (name, pin)

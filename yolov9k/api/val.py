@@ -216,7 +216,9 @@ def _prepare(
     dataset = YoloDataset(
         samples, size, augment=False, rect=rect, batch_size=batch, stride=stride, cache=cache
     )
-    loader = build_dataloader(dataset, batch, workers, shuffle=False, persistent_workers=False)
+    loader = build_dataloader(
+        dataset, batch, workers, shuffle=False, persistent_workers=False, pin_memory=dev.type == "cuda"
+    )
     return _Run(net, dev, dict(cfg.names), size, loader, coco_ids)
 
 

@@ -56,6 +56,7 @@ def build_dataloader(
     rank: int = -1,
     persistent_workers: bool = True,
     drop_last: bool = False,
+    pin_memory: bool | None = None,
 ) -> YoloDataLoader:
     """Build the loader for ``dataset`` with ``collate_fn``.
 
@@ -66,6 +67,8 @@ def build_dataloader(
         shuffle: shuffle each epoch (forced off for rectangular datasets, whose batches are ordered).
         seed: shuffle seed (the dataset holds its own augmentation seed).
         rank: DDP rank; >= 0 uses a ``DistributedSampler`` over the initialised process group.
+        pin_memory: page-locked batches for non-blocking host -> GPU copies; pass whether the
+            batches go to a CUDA device (None: whether CUDA is available).
     """
     if getattr(dataset, "rect", False) and shuffle:
         LOGGER.warning("rect=True is incompatible with shuffle; using shuffle=False")
@@ -85,7 +88,7 @@ def build_dataloader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=nw,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         collate_fn=collate_fn,
         worker_init_fn=seed_worker,
         generator=generator,

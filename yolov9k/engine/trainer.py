@@ -472,6 +472,7 @@ class Trainer:
             shuffle=not a["rect"],
             seed=a["seed"],
             rank=self.dist.rank,
+            pin_memory=self.device.type == "cuda",
         )
         self.val_loader = None
         if self.is_main:
@@ -481,7 +482,12 @@ class Trainer:
                 cache=a["cache"], cache_dir=a["cache_dir"],
             )  # fmt: skip
             self.val_loader = build_dataloader(
-                val_set, self.batch_local * 2, a["workers"], shuffle=False, rank=-1
+                val_set,
+                self.batch_local * 2,
+                a["workers"],
+                shuffle=False,
+                rank=-1,
+                pin_memory=self.device.type == "cuda",
             )
         self.nb = len(self.train_loader)
 

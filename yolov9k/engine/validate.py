@@ -106,7 +106,7 @@ class _ValidationRun:
         x = imgs.to(self.device, non_blocking=True).float() / 255
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(self.device).float()
+        targets = targets.to(self.device, non_blocking=True).float()
         t0 = self._timed("preprocess", t0)
         with self.autocast:
             if self.loss_fn is not None:
