@@ -338,6 +338,19 @@ def test_xyxy2xywhn_in_numpy_equals_the_torch_conversion():
         np.testing.assert_array_equal(xyxy2xywhn(x, w, h), ref)
 
 
+def test_xywhn2xyxy_in_numpy_equals_the_torch_conversion():
+    """Normalized labels to pixels without the torch round trip: the same float32 values."""
+    from yolov9k.ops.boxes import xywh2xyxy
+
+    rng = np.random.default_rng(4)
+    x = rng.random((500, 4)).astype(np.float32)
+    for w, h, padw, padh in ((640, 640, 0.0, 0.0), (639.999, 512.3, -13.5, 7.25), (96, 72, 3, -1)):
+        ref = xywh2xyxy(torch.from_numpy(x.copy())).numpy()
+        ref[:, [0, 2]] = ref[:, [0, 2]] * w + padw
+        ref[:, [1, 3]] = ref[:, [1, 3]] * h + padh
+        np.testing.assert_array_equal(xywhn2xyxy(x, w, h, padw, padh), ref)
+
+
 @pytest.mark.parametrize("hyp", list(ROI_HYPS.values())[:3], ids=list(ROI_HYPS)[:3])
 def test_hsv_converts_only_the_rows_with_content_and_gives_the_same_pixels(samples, hyp):
     """Lever without a pixel change: outside ``content_rect`` a warped mosaic is all pad; the HSV jitter

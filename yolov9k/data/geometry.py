@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from yolov9k.ops.boxes import xywh2xyxy
+from yolov9k.ops.boxes import xywh2xyxy, xyxy2xywh
 
 __all__ = [
     "letterbox",
@@ -131,7 +131,7 @@ def scale_boxes(
 
 def xywhn2xyxy(x: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> np.ndarray:
     """Normalized xywh (n, 4) -> pixel xyxy (n, 4) in an image of ``w`` x ``h`` shifted by the pads."""
-    y = xywh2xyxy(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+    y = xywh2xyxy(np.asarray(x, dtype=np.float32))
     y[:, [0, 2]] = y[:, [0, 2]] * w + padw
     y[:, [1, 3]] = y[:, [1, 3]] * h + padh
     return y
@@ -142,9 +142,7 @@ def xyxy2xywhn(x: np.ndarray, w: float, h: float, clip: bool = False, eps: float
     x = np.array(x, dtype=np.float32)
     if clip:
         clip_boxes(x, (h - eps, w - eps))
-    y = np.empty_like(x)  # float32 as xyxy2xywh, without its torch calls (a few boxes per image)
-    y[:, 0] = (x[:, 0] + x[:, 2]) / 2 / w
-    y[:, 1] = (x[:, 1] + x[:, 3]) / 2 / h
-    y[:, 2] = (x[:, 2] - x[:, 0]) / w
-    y[:, 3] = (x[:, 3] - x[:, 1]) / h
+    y = xyxy2xywh(x)
+    y[:, [0, 2]] /= w
+    y[:, [1, 3]] /= h
     return y

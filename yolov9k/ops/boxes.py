@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,9 +25,14 @@ __all__ = [
 ]
 
 
-def xywh2xyxy(x: Tensor) -> Tensor:
-    """(..., 4) centre/size boxes -> corner boxes."""
-    y = torch.empty_like(x)
+def _empty_like(x: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    return torch.empty_like(x) if isinstance(x, Tensor) else np.empty_like(x)
+
+
+def xywh2xyxy(x: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """(..., 4) centre/size boxes -> corner boxes (a tensor, or a numpy array: the data code's labels,
+    a few boxes per image, where torch's per-call overhead costs more than the arithmetic)."""
+    y = _empty_like(x)
     half_w, half_h = x[..., 2] / 2, x[..., 3] / 2
     y[..., 0] = x[..., 0] - half_w
     y[..., 1] = x[..., 1] - half_h
@@ -35,9 +41,9 @@ def xywh2xyxy(x: Tensor) -> Tensor:
     return y
 
 
-def xyxy2xywh(x: Tensor) -> Tensor:
-    """(..., 4) corner boxes -> centre/size boxes."""
-    y = torch.empty_like(x)
+def xyxy2xywh(x: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """(..., 4) corner boxes -> centre/size boxes (a tensor or a numpy array, as ``xywh2xyxy``)."""
+    y = _empty_like(x)
     y[..., 0] = (x[..., 0] + x[..., 2]) / 2
     y[..., 1] = (x[..., 1] + x[..., 3]) / 2
     y[..., 2] = x[..., 2] - x[..., 0]
