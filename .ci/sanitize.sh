@@ -20,6 +20,6 @@ libubsan=$(gcc -print-file-name=libubsan.so)
 # Python itself leaks by design: report errors only. UBSan findings abort the test.
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:protect_shadow_gap=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-tests=${*:-tests/test_box_iou.py tests/test_nms.py tests/test_assign_kernels.py tests/test_bn_silu_cpp.py}
+tests=${*:-tests/test_box_iou.py tests/test_nms.py tests/test_assign_kernels.py tests/test_bn_silu_cpp.py tests/test_hsv_jitter.py}
 # shellcheck disable=SC2086
 LD_PRELOAD="$libasan $libubsan" PYTHONPATH="$work" "$PY" -m pytest -q -p no:cacheprovider $tests

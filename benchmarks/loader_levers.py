@@ -3,9 +3,8 @@
 ``hsv``: the HSV jitter's table pass on a 640 x 640 image: split + three 1-channel LUTs + merge (what
 ``augment_hsv`` does) against one 3-channel LUT (measured slower: not taken, see RESULTS.md); the
 colour conversions around it are the same in both and not timed. ``--fused`` also times the whole
-jitter (both conversions and the tables) against ``benchmarks/hsv_fused_probe.cpp``, one AVX2 pass
-bit-exact with OpenCV (built here with torch's cpp_extension, ~40 s; checked equal on random and
-smooth images, RGB and BGR, before timing). Example::
+jitter (both conversions and the tables) as it ran before against ``yolov9k.ops.hsv_jitter``'s C++
+kernel (one AVX2 pass, the same pixels; checked before timing). Example::
 
     python benchmarks/loader_levers.py --rounds 7 [--fused]
 """
@@ -14,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,40 +39,37 @@ def hsv_one_lut(hsv: np.ndarray, tables) -> np.ndarray:
     return cv2.LUT(hsv, lut, dst=hsv)
 
 
-def _fused_probe():
-    from torch.utils.cpp_extension import load
-
-    src = Path(__file__).with_name("hsv_fused_probe.cpp")
-    build = Path(tempfile.mkdtemp(prefix="hsv-fused-probe-"))
-    return load("hsv_fused_probe", [str(src)], extra_cflags=["-O3"], build_directory=str(build))
+def hsv_former(img: np.ndarray, tables, planes: list[np.ndarray]) -> np.ndarray:
+    """The HSV jitter as ``augment_hsv`` ran it before ``ops.hsv_jitter``: OpenCV, reused buffers."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    views = [p.reshape(hsv.shape[:2]) for p in planes]
+    cv2.split(hsv, views)
+    for plane, lut in zip(views, tables):
+        cv2.LUT(plane, lut, dst=plane)
+    cv2.merge(views, dst=hsv)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=img)
 
 
 def compare_fused(rounds: int, calls: int) -> None:
-    """The whole HSV jitter: ``augment._hsv_tables`` (OpenCV) vs the fused probe, same tables."""
+    """The whole HSV jitter on a 640 x 640 image: the former OpenCV path vs ``ops.hsv_jitter``'s kernel
+    (equal pixels: rows of 640 are whole vectors)."""
     import torch
 
-    from yolov9k.data.augment import _hsv_tables
+    from yolov9k import ops
 
     torch.set_num_threads(1)
-    probe = _fused_probe()
+    if not ops.hsv_jitter_kernel_matches_opencv():
+        raise SystemExit("no hsv_jitter kernel here (extension not built, or no AVX2 + FMA)")
     rng = np.random.default_rng(1)
-    for k in range(40):  # exactness first: random pixels and smooth (upsampled) images
-        img = rng.integers(0, 256, (640, 640, 3), dtype=np.uint8)
-        if k % 2:
-            img = cv2.resize(img[:40, :40], (640, 640))
-        tables = _tables(rng)
-        for rgb in (True, False):
-            ref = _hsv_tables(img.copy(), tables, rgb, None)
-            out = img.copy()
-            probe.hsv_tables_fused(torch.from_numpy(out), torch.from_numpy(np.stack(tables)), 2 if rgb else 0)
-            assert np.array_equal(out, ref), f"fused probe differs from OpenCV ({(out != ref).sum()} values)"
     img = cv2.resize(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), (640, 640))
     tables = _tables(rng)
-    tt, ti = torch.from_numpy(np.stack(tables)), torch.from_numpy(img)
     planes = [np.empty(640 * 640, np.uint8) for _ in range(3)]
+    stacked = torch.from_numpy(np.stack(tables))
+    a, b = img.copy(), torch.from_numpy(img.copy())
+    assert np.array_equal(hsv_former(a, tables, planes), ops.hsv_jitter(b, stacked).numpy())
     fns = {
-        "OpenCV: 2 conversions + split + 3 LUT + merge": lambda: _hsv_tables(img, tables, True, planes),
-        "fused AVX2 probe (bit-exact)": lambda: probe.hsv_tables_fused(ti, tt, 2),
+        "former: OpenCV 2 conversions + split + 3 LUT + merge": lambda: hsv_former(a, tables, planes),
+        "ops.hsv_jitter (C++ AVX2 kernel, same pixels)": lambda: ops.hsv_jitter(b, stacked),
     }
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
@@ -92,7 +86,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=200)
-    p.add_argument("--fused", action="store_true", help="also time the fused AVX2 HSV probe (builds it)")
+    p.add_argument("--fused", action="store_true", help="time the whole jitter too (vs ops.hsv_jitter)")
     args = p.parse_args()
     cv2.setNumThreads(1)
     rng = np.random.default_rng(0)

@@ -2,7 +2,8 @@
 reference; the one named sampling change (mosaic partners drawn from the batch) is tested as such.
 
 Former pipeline: ``cv2.imdecode`` BGR, a fresh 2s x 2s canvas, float64 whole-image mixup, HSV in BGR
-with split / merge, numpy-copy flips, and a BGR -> RGB, HWC -> CHW copy per sample.
+with split / merge (its pixels as one padded row: the named change of ``ops.hsv_jitter``), numpy-copy
+flips, and a BGR -> RGB, HWC -> CHW copy per sample.
 """
 
 from __future__ import annotations
@@ -146,11 +147,7 @@ def _old_item(ds: YoloDataset, index: int, pool: list[int] | None = None):
         labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
     if ds.augment:
         g = rng.uniform(-1, 1, 3) * [hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"]] + 1
-        hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
-        x = np.arange(0, 256, dtype=g.dtype)
-        luts = (((x * g[0]) % 180), np.clip(x * g[1], 0, 255), np.clip(x * g[2], 0, 255))
-        hsv = cv2.merge([cv2.LUT(c, lut.astype(np.uint8)) for c, lut in zip((hue, sat, val), luts)])
-        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        img = _old_hsv(img, g)
         if rng.random() < hyp["flipud"]:
             img, labels = np.ascontiguousarray(img[::-1]), labels.copy()
             labels[:, 2] = 1 - labels[:, 2]
@@ -158,6 +155,20 @@ def _old_item(ds: YoloDataset, index: int, pool: list[int] | None = None):
             img, labels = np.ascontiguousarray(img[:, ::-1]), labels.copy()
             labels[:, 1] = 1 - labels[:, 1]
     return np.ascontiguousarray(img.transpose(2, 0, 1)[::-1]), labels
+
+
+def _old_hsv(img: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The HSV jitter with OpenCV, its pixels converted as one row padded to 64 pixels: OpenCV's vector
+    arithmetic for every pixel, the one named change of ``ops.hsv_jitter`` (tests/test_hsv_jitter.py
+    shows it equals converting the image itself when its rows are whole multiples of 64 pixels)."""
+    n = img.shape[0] * img.shape[1]
+    row = np.zeros((1, n + (-n % 64), 3), np.uint8)
+    row[0, :n] = img.reshape(-1, 3)
+    hue, sat, val = cv2.split(cv2.cvtColor(row, cv2.COLOR_BGR2HSV))
+    x = np.arange(0, 256, dtype=g.dtype)
+    luts = (((x * g[0]) % 180), np.clip(x * g[1], 0, 255), np.clip(x * g[2], 0, 255))
+    hsv = cv2.merge([cv2.LUT(c, lut.astype(np.uint8)) for c, lut in zip((hue, sat, val), luts)])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, :n].reshape(img.shape)
 
 
 def _assert_same(item, ref, what):

@@ -94,13 +94,14 @@ def _bench() -> set[str]:
 # --- the real registry ---------------------------------------------------------------------------
 
 
-def test_registry_lists_the_six_ops():
+def test_registry_lists_the_seven_ops():
     assert set(_dispatch.registered_ops()) == {
         "assign",
         "batched_nms",
         "bn_silu",
         "box_iou",
         "concat_conv1x1_silu",
+        "hsv_jitter",
         "postprocess",
     }
 

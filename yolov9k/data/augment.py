@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
+
+from yolov9k.ops.hsv_jitter import hsv_jitter
 
 __all__ = [
     "mosaic4",
@@ -325,53 +328,46 @@ def augment_hsv(
     sgain: float = 0.5,
     vgain: float = 0.5,
     rgb: bool = False,
-    planes: list[np.ndarray] | None = None,
     content: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Random hue / saturation / value gains in [1 - g, 1 + g], applied in place to a uint8 image.
 
+    The conversion is ``yolov9k.ops.hsv_jitter``: OpenCV's RGB <-> HSV arithmetic (its vector path)
+    for every pixel, by the C++ kernel where it matches the local OpenCV.
     ``rgb``: the image is RGB (else BGR); the HSV values and the result are the same either way.
-    ``planes``: three 1-D uint8 buffers of at least H * W for the HSV channels, reused between calls.
     ``content``: (x1, y1, x2, y2): every pixel outside it is ``PAD_VALUE`` gray (``content_rect``): the
-    rows above and below it are copies of one converted all-pad row, the same result for less work.
+    rows above and below it get the converted pad pixel, the same result for less work.
     """
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
     x = np.arange(0, 256, dtype=r.dtype)
-    luts = (
-        ((x * r[0]) % 180).astype(np.uint8),  # OpenCV hue range is [0, 180)
-        np.clip(x * r[1], 0, 255).astype(np.uint8),
-        np.clip(x * r[2], 0, 255).astype(np.uint8),
+    tables = np.stack(
+        (
+            ((x * r[0]) % 180).astype(np.uint8),  # OpenCV hue range is [0, 180)
+            np.clip(x * r[1], 0, 255).astype(np.uint8),
+            np.clip(x * r[2], 0, 255).astype(np.uint8),
+        )
     )
-    h, w = img.shape[:2]
+    h = img.shape[0]
     if content is None or (content[1], content[3]) == (0, h):
-        return _hsv_tables(img, luts, rgb, planes)
-    # whole rows only: OpenCV converts each row on its own, but the SIMD blocks within a row depend on
-    # where it starts, and HSV -> RGB rounds differently in the SIMD and the scalar code
+        return _hsv_tables(img, tables, rgb)
+    # whole rows: a contiguous block for the kernel (the conversion itself is per pixel)
     _, y1, _, y2 = content
-    gray = _hsv_tables(np.full((1, w, 3), PAD_VALUE, np.uint8), luts, rgb, None)  # an all-pad row
+    gray = _hsv_tables(np.full((1, 1, 3), PAD_VALUE, np.uint8), tables, rgb)  # the pad pixel
     img[:y1] = gray
     img[y2:] = gray
     if y1 < y2:
-        _hsv_tables(img[y1:y2], luts, rgb, planes)
+        _hsv_tables(img[y1:y2], tables, rgb)
     return img
 
 
-def _hsv_tables(
-    img: np.ndarray, luts: Sequence[np.ndarray], rgb: bool, planes: list[np.ndarray] | None
-) -> np.ndarray:
-    """``img`` (whole rows of a contiguous image) -> HSV, one table per channel, -> back, in place."""
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV if rgb else cv2.COLOR_BGR2HSV)
-    n = hsv.shape[0] * hsv.shape[1]
-    if planes is None or planes[0].size < n:
-        planes = [np.empty(n, np.uint8) for _ in range(3)]
-    views = [p[:n].reshape(hsv.shape[:2]) for p in planes]
-    cv2.split(hsv, views)
-    for plane, lut in zip(views, luts):
-        cv2.LUT(plane, lut, dst=plane)
-    cv2.merge(views, dst=hsv)
-    cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if rgb else cv2.COLOR_HSV2BGR, dst=img)
+def _hsv_tables(img: np.ndarray, tables: np.ndarray, rgb: bool) -> np.ndarray:
+    """``img`` -> HSV, ``tables`` (3, 256) one per channel, -> back, in place (``ops.hsv_jitter``)."""
+    work = img if img.flags.c_contiguous else np.ascontiguousarray(img)
+    hsv_jitter(torch.from_numpy(work), torch.from_numpy(tables), 2 if rgb else 0)
+    if work is not img:
+        img[...] = work
     return img
 
 

@@ -17,11 +17,18 @@ sample and keeps the contract: same seed, epoch, index and batch -> same sample,
 workers (the batches are a function of the seed, the epoch and the batch size). Batches smaller than
 ``MIN_POOL`` and a single ``dataset[i]`` draw partners from the whole data set as before.
 
-Reduced decoding (the other named change, training only): a JPEG at least twice ``imgsz`` on its long
+Reduced decoding (the second named change, training only): a JPEG at least twice ``imgsz`` on its long
 side is decoded by libjpeg at 1/2, 1/4 or 1/8 scale and then resized to the same size as before, so
 its pixels differ slightly from a full decode + resize (the sizes and labels do not). Validation
 samples, smaller images, the other formats and every other step give the same pixels as before
 (``tests/test_data_levers.py``).
+
+HSV jitter per pixel (the third named change, ``yolov9k.ops.hsv_jitter``): every pixel gets OpenCV's
+vector arithmetic, by a C++ kernel where it matches the local OpenCV. OpenCV itself rounds the last
+pixels of each row that do not fill a vector (its scalar code) where its vectors truncate, so for
+images whose width is not a multiple of 64 pixels those columns can differ by 1 from converting the
+image with OpenCV (which columns depends on the machine's vector width); square training images at
+imgsz 640 (any multiple of 64) get exactly OpenCV's pixels (``tests/test_hsv_jitter.py``).
 
 Exact levers (no pixel or label change, tested against the plain path): a mosaic's canvas is drawn
 only where the warp reads it (``source_roi``; the transform is drawn first, in the same RNG order),
@@ -177,7 +184,6 @@ class YoloDataset(Dataset):
         self._disk: DiskCache | None = None
         self._memo: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = None  # images of one batch
         self._canvas: np.ndarray | None = None  # the mosaic canvas, reused
-        self._hsv_planes: list[np.ndarray] | None = None  # the HSV jitter's channel buffers, reused
         self.cache_dir = cache_dir
         mode = str(cache) if isinstance(cache, str) else ("ram" if cache else "false")
         if mode not in CACHE_MODES:
@@ -395,11 +401,8 @@ class YoloDataset(Dataset):
         if len(labels):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
-            n = img.shape[0] * img.shape[1]
-            if self._hsv_planes is None or self._hsv_planes[0].size < n:
-                self._hsv_planes = [np.empty(n, np.uint8) for _ in range(3)]
             gains = hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"]
-            augment_hsv(img, rng, *gains, rgb=True, planes=self._hsv_planes, content=content)
+            augment_hsv(img, rng, *gains, rgb=True, content=content)
             if rng.random() < hyp["flipud"]:
                 img, labels = flipud(img, labels, inplace=True)
             if rng.random() < hyp["fliplr"]:

@@ -17,6 +17,8 @@ from yolov9k.ops.assign import assign
 from yolov9k.ops.bn_silu import bn_silu
 from yolov9k.ops.box_iou import box_iou
 from yolov9k.ops.concat_conv1x1_silu import concat_conv1x1_silu
+from yolov9k.ops.hsv_jitter import hsv_jitter
+from yolov9k.ops.hsv_jitter import kernel_matches_opencv as hsv_jitter_kernel_matches_opencv
 from yolov9k.ops.nms import batched_nms, postprocess, postprocess_fixed
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "concat_conv1x1_silu",
     "extension_loaded",
     "extension_cuda_version",
+    "hsv_jitter",
+    "hsv_jitter_kernel_matches_opencv",
     "postprocess",
     "postprocess_fixed",
     "use_backend",
