@@ -336,7 +336,7 @@ def augment_hsv(
     for every pixel, by the C++ kernel where it matches the local OpenCV.
     ``rgb``: the image is RGB (else BGR); the HSV values and the result are the same either way.
     ``content``: (x1, y1, x2, y2): every pixel outside it is ``PAD_VALUE`` gray (``content_rect``): the
-    rows above and below it get the converted pad pixel, the same result for less work.
+    rows above and below it are copies of one converted pad row, the same result for less work.
     """
     if not (hgain or sgain or vgain):
         return img
@@ -349,12 +349,12 @@ def augment_hsv(
             np.clip(x * r[2], 0, 255).astype(np.uint8),
         )
     )
-    h = img.shape[0]
+    h, w = img.shape[:2]
     if content is None or (content[1], content[3]) == (0, h):
         return _hsv_tables(img, tables, rgb)
     # whole rows: a contiguous block for the kernel (the conversion itself is per pixel)
     _, y1, _, y2 = content
-    gray = _hsv_tables(np.full((1, 1, 3), PAD_VALUE, np.uint8), tables, rgb)  # the pad pixel
+    gray = _hsv_tables(np.full((1, w, 3), PAD_VALUE, np.uint8), tables, rgb)  # a converted pad row
     img[:y1] = gray
     img[y2:] = gray
     if y1 < y2:
