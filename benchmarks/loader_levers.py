@@ -20,13 +20,9 @@ import numpy as np
 
 
 def _tables(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r = rng.uniform(-1, 1, 3) * [0.015, 0.7, 0.4] + 1
-    x = np.arange(0, 256, dtype=r.dtype)
-    return (
-        ((x * r[0]) % 180).astype(np.uint8),
-        np.clip(x * r[1], 0, 255).astype(np.uint8),
-        np.clip(x * r[2], 0, 255).astype(np.uint8),
-    )
+    from yolov9k.ops.hsv_jitter import gain_tables
+
+    return tuple(gain_tables(rng.uniform(-1, 1, 3) * [0.015, 0.7, 0.4] + 1))
 
 
 def hsv_split_merge(hsv: np.ndarray, tables) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 from conftest import pick
 
 from yolov9k import ops
+from yolov9k.ops.hsv_jitter import gain_tables
 
 S = pick(640, 128)
 
@@ -17,10 +18,7 @@ S = pick(640, 128)
 def _inputs() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     img = cv2.resize(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), (S, S))  # smooth, photo-like
-    x = np.arange(256.0)
-    g = (1.01, 1.3, 0.8)
-    tables = np.stack(((x * g[0]) % 180, np.clip(x * g[1], 0, 255), np.clip(x * g[2], 0, 255)))
-    return img, tables.astype(np.uint8)
+    return img, gain_tables((1.01, 1.3, 0.8))
 
 
 def _opencv_on_the_image(img: np.ndarray, tables: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 
 from yolov9k.ops import hsv_jitter, use_backend
 from yolov9k.ops._extension import has_native_kernel
-from yolov9k.ops.hsv_jitter import _native, hsv_jitter_reference, kernel_matches_opencv
+from yolov9k.ops.hsv_jitter import _native, gain_tables, hsv_jitter_reference, kernel_matches_opencv
 
 needs_kernel = pytest.mark.skipif(
     not (has_native_kernel("hsv_jitter_", "CPU") and kernel_matches_opencv()),
@@ -21,23 +21,11 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
-def _gain_tables(g) -> np.ndarray:
-    """The tables ``augment_hsv`` builds for gains ``g``."""
-    x = np.arange(256.0)
-    return np.stack(
-        (
-            ((x * g[0]) % 180).astype(np.uint8),
-            np.clip(x * g[1], 0, 255).astype(np.uint8),
-            np.clip(x * g[2], 0, 255).astype(np.uint8),
-        )
-    )
-
-
 def _tables(rng: np.random.Generator, kind: str) -> np.ndarray:
     if kind == "gains":  # the augmentation's (the kernel's multiplier path)
-        return _gain_tables(rng.uniform(-1, 1, 3) * [0.015, 0.7, 0.4] + 1)
+        return gain_tables(rng.uniform(-1, 1, 3) * [0.015, 0.7, 0.4] + 1)
     if kind == "extreme gains":  # hsv_s = hsv_v = 1: gains down to 0 and up to 2
-        return _gain_tables(rng.choice([0.0, 0.5, 1.0, 2.0], 3))
+        return gain_tables(rng.choice([0.0, 0.5, 1.0, 2.0], 3))
     # arbitrary tables: no multiplier reproduces them (the kernel's gather path)
     return np.stack((rng.integers(0, 180, 256), rng.integers(0, 256, 256), rng.integers(0, 256, 256))).astype(
         np.uint8
@@ -83,7 +71,7 @@ def test_kernel_gives_the_reference_pixels(shape, image, tables):
 @needs_kernel
 def test_kernel_on_an_empty_image_is_a_no_op():
     img = torch.empty((0, 5, 3), dtype=torch.uint8)
-    _native(img, torch.from_numpy(_gain_tables((1.0, 1.2, 0.9))), 2)
+    _native(img, torch.from_numpy(gain_tables((1.0, 1.2, 0.9))), 2)
     assert img.shape == (0, 5, 3)
 
 
@@ -120,7 +108,7 @@ def test_the_named_change_is_opencvs_row_tails_only():
 
 
 def test_public_function_checks_its_arguments_and_follows_a_forced_backend():
-    tables = torch.from_numpy(_gain_tables((1.0, 1.3, 0.8)))
+    tables = torch.from_numpy(gain_tables((1.0, 1.3, 0.8)))
     img = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (16, 24, 3), dtype=np.uint8))
     with pytest.raises(TypeError, match="uint8"):
         hsv_jitter(img.float(), tables)
@@ -143,7 +131,7 @@ def test_native_op_schema_and_fake():
     img = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (8, 9, 3), dtype=np.uint8))
     torch.library.opcheck(
         torch.ops.yolov9k.hsv_jitter_.default,
-        (img, torch.from_numpy(_gain_tables((1.0, 1.3, 0.8))), 2),
+        (img, torch.from_numpy(gain_tables((1.0, 1.3, 0.8))), 2),
         test_utils=("test_schema", "test_faketensor"),
     )
     with pytest.raises(RuntimeError, match="contiguous uint8"):

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from yolov9k.ops.hsv_jitter import hsv_jitter
+from yolov9k.ops.hsv_jitter import gain_tables, hsv_jitter
 
 __all__ = [
     "mosaic4",
@@ -340,15 +340,7 @@ def augment_hsv(
     """
     if not (hgain or sgain or vgain):
         return img
-    r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    x = np.arange(0, 256, dtype=r.dtype)
-    tables = np.stack(
-        (
-            ((x * r[0]) % 180).astype(np.uint8),  # OpenCV hue range is [0, 180)
-            np.clip(x * r[1], 0, 255).astype(np.uint8),
-            np.clip(x * r[2], 0, 255).astype(np.uint8),
-        )
-    )
+    tables = gain_tables(rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1)
     h, w = img.shape[:2]
     if content is None or (content[1], content[3]) == (0, h):
         return _hsv_tables(img, tables, rgb)

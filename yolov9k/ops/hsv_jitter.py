@@ -20,6 +20,7 @@ multiply-adds; as that is a property of the OpenCV build, :func:`hsv_jitter` use
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -30,9 +31,18 @@ from yolov9k.ops import _dispatch
 from yolov9k.ops._dispatch import KernelOp
 from yolov9k.ops._extension import has_native_kernel
 
-__all__ = ["hsv_jitter", "hsv_jitter_reference", "kernel_matches_opencv"]
+__all__ = ["gain_tables", "hsv_jitter", "hsv_jitter_reference", "kernel_matches_opencv"]
 
 _ROW_MULTIPLE = 64  # pixels: 4 vectors of 16 float32 lanes, OpenCV's widest HSV -> RGB step
+
+
+def gain_tables(gains: Sequence[float]) -> np.ndarray:
+    """The (3, 256) uint8 tables of the YOLO HSV jitter for (hue, saturation, value) gains: hue
+    ``x * g % 180`` (OpenCV's 8-bit hue range), the others ``x * g`` clipped to [0, 255], truncated,
+    in float64 as the official code computes them."""
+    g = np.asarray(gains, dtype=np.float64)
+    x = np.arange(256.0)
+    return np.stack(((x * g[0]) % 180, np.clip(x * g[1], 0, 255), np.clip(x * g[2], 0, 255))).astype(np.uint8)
 
 
 # --- reference -----------------------------------------------------------------------------------
@@ -86,14 +96,12 @@ def kernel_matches_opencv() -> bool:
     if not has_native_kernel("hsv_jitter_", "CPU"):
         return False
     rng = np.random.default_rng(0)
-    x = np.arange(256.0)
-    gains = (1.01, 1.3, 0.8)
-    fitted = np.stack(((x * gains[0]) % 180, np.clip(x * gains[1], 0, 255), np.clip(x * gains[2], 0, 255)))
+    fitted = gain_tables((1.01, 1.3, 0.8))
     arbitrary = np.stack((rng.integers(0, 180, 256), rng.integers(0, 256, 256), rng.integers(0, 256, 256)))
     noise = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
     for img in (noise, cv2.resize(noise[:8, :8], (128, 128))):
         for tables in (fitted, arbitrary):
-            t = torch.from_numpy(tables.astype(np.uint8))
+            t = torch.from_numpy(tables.astype(np.uint8))  # (arbitrary is int64)
             for blue in (0, 2):
                 ref, out = torch.from_numpy(img.copy()), torch.from_numpy(img.copy())
                 hsv_jitter_reference(ref, t, blue)
