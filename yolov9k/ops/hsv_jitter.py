@@ -8,13 +8,14 @@ official code runs it. Kernel: ``yolov9k::hsv_jitter_`` (schema ``csrc/hsv_jitte
 
 What "equal" means, precisely: OpenCV converts HSV -> RGB with vector code that truncates to uint8,
 and the last pixels of a row that do not fill a vector with scalar code that rounds, so OpenCV's
-result for a pixel can depend on where its row ends (off by 1 in a few pixels in ten thousand of
-those). The op's contract is OpenCV's vector arithmetic for every pixel: the reference converts the
-pixels as one row padded to a multiple of 64 pixels (no scalar tail on AVX2 or AVX-512 builds), which
-for an image of whole 64-pixel multiples (every square training image) is exactly what converting the
-image itself gives. The kernel also follows OpenCV's AVX2 build in computing ``1 - s*h`` with fused
-multiply-adds; as that is a property of the OpenCV build, :func:`hsv_jitter` uses the kernel only once
-:func:`kernel_matches_opencv` has checked it against the local OpenCV (once per process).
+result for a pixel can depend on where its row ends (off by 1 in about a third of those pixels'
+values in a test image). The op's contract is OpenCV's vector arithmetic for every pixel: the
+reference converts the pixels as one row padded to a multiple of 64 pixels (no scalar tail on AVX2
+or AVX-512 builds), which for an image whose rows are whole 64-pixel multiples (every square
+training image at imgsz 640) is exactly what converting the image itself gives. The kernel also
+follows OpenCV's AVX2 build in computing ``1 - s*h`` with fused multiply-adds; as that is a property
+of the OpenCV build, :func:`hsv_jitter` uses the kernel only once :func:`kernel_matches_opencv` has
+checked it against the local OpenCV (once per process).
 """
 
 from __future__ import annotations
